@@ -1,0 +1,48 @@
+"""mcrx: one embedding space across many modalities, joined from existing contrastive
+spaces without paired data (C-MCR and Ex-MCR).
+
+    import mcrx
+    model = mcrx.load("runs/demo/model")
+    vectors = model.embed("audio", inputs)       # (N, d) in the unified space
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from mcrx.errors import McrxError, RecipeError
+from mcrx.hookspecs import hookimpl
+from mcrx.interfaces import Dataset, Encoder, Space, fingerprint_of
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mcrx.unified import UnifiedModel
+
+__all__ = [
+    "Dataset",
+    "Encoder",
+    "McrxError",
+    "RecipeError",
+    "Space",
+    "UnifiedModel",
+    "__version__",
+    "fingerprint_of",
+    "hookimpl",
+    "load",
+]
+
+
+def load(path: Any) -> UnifiedModel:
+    """Load a unified model written by ``mcrx extend`` (the OUT/model folder)."""
+    from mcrx.unified import UnifiedModel
+
+    return UnifiedModel.load(path)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "UnifiedModel":
+        from mcrx.unified import UnifiedModel
+
+        return UnifiedModel
+    raise AttributeError(name)

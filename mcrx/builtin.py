@@ -1,0 +1,87 @@
+"""Components that ship with the core, registered as the plugin ``mcrx``: the four standard
+modalities, the papers' connectors and losses. Imports without torch."""
+
+from __future__ import annotations
+
+from mcrx.hookspecs import hookimpl
+
+STANDARD_MODALITIES = {
+    "image": "still pictures (files or arrays)",
+    "text": "strings",
+    "audio": "sound clips",
+    "pointcloud": "3D point sets (N×3 or N×6)",
+}
+
+
+@hookimpl
+def register_modalities(register):
+    for name, description in STANDARD_MODALITIES.items():
+        register(name, description=description)
+
+
+def _exmcr_connector(spec, params):
+    from mcrx.connectors import ExMcrConnector
+
+    return ExMcrConnector(spec, params)
+
+
+def _cmcr_connector(spec, params):
+    from mcrx.connectors import CMcrConnector
+
+    return CMcrConnector(spec, params)
+
+
+def _linear_connector(spec, params):
+    from mcrx.connectors import LinearConnector
+
+    return LinearConnector(spec, params)
+
+
+def _connector_params(name: str):
+    from mcrx import connectors
+
+    return {"ex-mcr": connectors.ExMcrParams, "c-mcr": connectors.CMcrParams,
+            "linear": connectors.LinearParams}[name]
+
+
+class _LazyParams:
+    """Defer importing torch until a recipe's params are validated."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def model_validate(self, value):
+        return _connector_params(self.name).model_validate(value)
+
+    def model_json_schema(self):
+        return _connector_params(self.name).model_json_schema()
+
+
+@hookimpl
+def register_connectors(register):
+    register("ex-mcr", _exmcr_connector, params=_LazyParams("ex-mcr"),
+             description="Ex-MCR: identity-initialised f_l + MLP f_m into the frozen parent")
+    register("c-mcr", _cmcr_connector, params=_LazyParams("c-mcr"),
+             description="C-MCR: one projector per space into a new space")
+    register("linear", _linear_connector, params=_LazyParams("linear"),
+             description="closed-form linear map fitted on the bridge (baseline)")
+
+
+def _exmcr_loss(training, params):
+    from mcrx.losses import ExMcrLoss
+
+    return ExMcrLoss(training.temperature, training.intra_weight)
+
+
+def _cmcr_loss(training, params):
+    from mcrx.losses import CMcrLoss
+
+    return CMcrLoss(training.cmcr_temperature or training.temperature, training.intra_weight)
+
+
+@hookimpl
+def register_losses(register):
+    register("ex-mcr", _exmcr_loss,
+             description="λ·½‖f_l(ã)−t̃‖ + ¼·Σ four InfoNCE terms against the frozen base")
+    register("c-mcr", _cmcr_loss,
+             description="two InfoNCE terms in the new space + λ·intra-space attraction")

@@ -1,0 +1,82 @@
+"""What a plugin implements: a ``Space`` with one ``Encoder`` per modality, and ``Dataset``s
+of raw inputs. This module imports without torch so that plugin hook modules can subclass
+these at import time and defer the heavy work to the factories."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import torch
+
+
+def fingerprint_of(*parts: Any) -> str:
+    """A short stable hash of JSON-able parts (used as cache keys)."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+class Encoder(ABC):
+    """Turns raw inputs of one modality into L2-normalised rows of its space."""
+
+    modality: str
+    dim: int
+    #: how many items ``encode`` should receive at once when mcrx batches a dataset
+    batch_size: int = 64
+
+    @abstractmethod
+    def encode(self, items: Sequence[Any]) -> torch.Tensor:
+        """Embed ``items`` (files, strings, arrays, ...): returns (len(items), dim) float32,
+        rows L2-normalised, on the CPU."""
+
+    def read_inputs(self, path: Path) -> Sequence[Any]:
+        """Items found at ``path`` (a recipe's ``inputs:``). Default: a folder gives its
+        files sorted by name, a ``.txt`` file gives its non-empty lines, a ``.npy`` file its
+        rows, any other file is itself the one item."""
+        from mcrx.inputs import read_inputs
+
+        return read_inputs(path)
+
+    def fingerprint(self) -> str:
+        """Identifies weights and preprocessing: embeddings are cached under it."""
+        return fingerprint_of(type(self).__qualname__, self.modality, self.dim)
+
+
+class Space(ABC):
+    """A pretrained contrastive space: a name, a dimension and one encoder per modality."""
+
+    name: str
+    dim: int
+    modalities: tuple[str, ...]
+
+    @abstractmethod
+    def encoder(self, modality: str) -> Encoder:
+        """The encoder of ``modality`` (one of ``self.modalities``)."""
+
+    def fingerprint(self) -> str:
+        """Identifies the space's weights; defaults to its name and dimension."""
+        return fingerprint_of(self.name, self.dim)
+
+
+class Dataset(ABC):
+    """Raw inputs of one or more modalities, optionally with class labels."""
+
+    modalities: tuple[str, ...]
+
+    @abstractmethod
+    def items(self, modality: str) -> Sequence[Any]:
+        """The raw inputs of ``modality``, in a stable order."""
+
+    def labels(self, modality: str) -> np.ndarray | None:
+        """Integer class label per item of ``modality``, or None when the set has none."""
+        return None
+
+    @abstractmethod
+    def fingerprint(self) -> str:
+        """Changes whenever the items would change."""
