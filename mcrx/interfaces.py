@@ -35,6 +35,18 @@ class Encoder(ABC):
         """Embed ``items`` (files, strings, arrays, ...): returns (len(items), dim) float32,
         rows L2-normalised, on the CPU."""
 
+    def prepare(self, item: Any) -> Any:
+        """Per-item loading and preprocessing (decode a file, resample, tokenise, ...).
+        mcrx runs it in DataLoader worker processes when encoding datasets, then hands
+        lists of prepared items to :meth:`encode_prepared`. Default: the item itself."""
+        return item
+
+    def encode_prepared(self, prepared: list[Any]) -> torch.Tensor:
+        """Embed items already passed through :meth:`prepare`. Default: :meth:`encode`.
+        Encoders that split loading from the forward pass override both methods and
+        define ``encode(items)`` as ``encode_prepared([prepare(i) for i in items])``."""
+        return self.encode(prepared)
+
     def read_inputs(self, path: Path) -> Sequence[Any]:
         """Items found at ``path`` (a recipe's ``inputs:``). Default: a folder gives its
         files sorted by name, a ``.txt`` file gives its non-empty lines, a ``.npy`` file its

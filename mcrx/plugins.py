@@ -23,7 +23,7 @@ from typing import Any
 import pluggy
 
 from mcrx import hookspecs
-from mcrx.registry import KINDS, PluginInfo, Registry
+from mcrx.registry import KINDS, PLURALS, PluginInfo, Registry
 
 ENTRY_POINT_GROUP = "mcrx"
 
@@ -134,7 +134,7 @@ def get_registry() -> Registry:
         staging.plugins[name] = PluginInfo(name=name, version=version, module=module)
         error = None
         for kind in KINDS:
-            hook = getattr(manager.hook, f"register_{kind}s")
+            hook = getattr(manager.hook, f"register_{PLURALS[kind]}")
             for impl in hook.get_hookimpls():
                 if impl.plugin_name != name:
                     continue
@@ -151,7 +151,7 @@ def get_registry() -> Registry:
                 f"{registry.get(kind, spec_name).plugin!r}"
                 for kind in KINDS
                 for spec_name in staging.names(kind)
-                if spec_name in registry._components[kind]
+                if registry.registered_exactly(kind, spec_name)
             ]
             error = "; ".join(clashes) or None
         info = PluginInfo(name=name, version=version, module=module, error=error)

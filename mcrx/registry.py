@@ -13,6 +13,8 @@ from typing import Any
 from mcrx.errors import McrxError
 
 KINDS = ("modality", "space", "connector", "loss", "dataset")
+PLURALS = {"modality": "modalities", "space": "spaces", "connector": "connectors",
+           "loss": "losses", "dataset": "datasets"}
 
 
 class UnknownComponentError(McrxError):
@@ -71,7 +73,7 @@ class PluginInfo:
             "version": self.version,
             "module": self.module,
             "error": self.error,
-            **{f"{kind}s": self.registered.get(kind, []) for kind in KINDS},
+            **{PLURALS[kind]: self.registered.get(kind, []) for kind in KINDS},
         }
 
 
@@ -113,6 +115,9 @@ class Registry:
 
     def all(self, kind: str) -> list[ComponentSpec]:
         return [self._components[kind][name] for name in self.names(kind)]
+
+    def registered_exactly(self, kind: str, name: str) -> bool:
+        return name in self._components[kind]
 
     def has(self, kind: str, name: str) -> bool:
         try:

@@ -1,0 +1,218 @@
+"""The aligner: fits one connector on stored pseudo pairs with Accelerate.
+
+Read top to bottom: Accelerator → data → optimizer → scheduler → one ``prepare`` → resume →
+loop (noise, forward, loss, ``backward``, step, checkpoint) → final checkpoint.
+
+Determinism (CPU): the shuffle of epoch e is drawn from ``seed + e`` and the noise of step s
+from ``seed + s``, and ``save_state`` keeps model, optimizer and scheduler, so a run killed at
+any point and resumed from its last checkpoint ends with the same weights as a run that was
+never interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Sampler
+
+from mcrx.console import console, progress, rate_text
+from mcrx.recipe import Training
+
+CHECKPOINT_PREFIX = "step-"
+STATE_FILE = "trainer_state.json"
+
+
+class PseudoPairDataset:
+    """Rows of pseudo pairs; ``__getitems__`` lets the DataLoader fetch a batch with one
+    fancy-index per role instead of collating thousands of single rows."""
+
+    def __init__(self, pairs: dict[str, torch.Tensor]) -> None:
+        self.pairs = pairs
+        self.length = len(next(iter(pairs.values())))
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        index = torch.as_tensor(indices)
+        return {role: rows[index] for role, rows in self.pairs.items()}
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {role: rows[index] for role, rows in self.pairs.items()}
+
+
+def _keep_batch(batch):
+    return batch
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A permutation per epoch drawn from ``seed + epoch``: reproducible after a resume."""
+
+    def __init__(self, length: int, seed: int) -> None:
+        self.length, self.seed, self.epoch = length, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(self.length, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.length
+
+
+def add_noise(x: torch.Tensor, variance: float, generator: torch.Generator) -> torch.Tensor:
+    """Semantic completion: ``normalize(x + ε)``, ε ~ N(0, σ²·I), drawn afresh every step."""
+    if variance <= 0:
+        return F.normalize(x, dim=-1)
+    noise = torch.randn(x.shape, generator=generator, dtype=x.dtype) * math.sqrt(variance)
+    return F.normalize(x + noise.to(x.device), dim=-1)
+
+
+@dataclass
+class AlignResult:
+    steps: int
+    seconds: float
+    resumed_from: int
+    losses: list[tuple[int, float]] = field(default_factory=list)  # (step, loss) samples
+
+    @property
+    def final_loss(self) -> float:
+        return self.losses[-1][1] if self.losses else float("nan")
+
+
+def latest_checkpoint(directory: Path, fingerprint: str) -> tuple[Path, dict] | None:
+    """The newest complete checkpoint written for the same inputs, if any."""
+    if not directory.is_dir():
+        return None
+    for candidate in sorted(directory.glob(f"{CHECKPOINT_PREFIX}*"), reverse=True):
+        state_file = candidate / STATE_FILE
+        if candidate.is_dir() and state_file.is_file():
+            state = json.loads(state_file.read_text())
+            if state.get("fingerprint") == fingerprint:
+                return candidate, state
+    return None
+
+
+def _save_checkpoint(accelerator, directory: Path, step: int, fingerprint: str, keep: int = 2):
+    """save_state into a temporary folder, then rename: a checkpoint is whole or absent."""
+    final = directory / f"{CHECKPOINT_PREFIX}{step:09d}"
+    if accelerator.is_main_process:
+        directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".tmp-{CHECKPOINT_PREFIX}{step:09d}"
+    accelerator.save_state(str(tmp))
+    if accelerator.is_main_process:
+        (tmp / STATE_FILE).write_text(json.dumps({"step": step, "fingerprint": fingerprint}))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in sorted(directory.glob(f"{CHECKPOINT_PREFIX}*"))[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def align(
+    connector: torch.nn.Module,
+    loss_fn: Callable,
+    pairs: dict[str, torch.Tensor],
+    training: Training,
+    checkpoint_dir: Path,
+    fingerprint: str,
+    seed: int = 0,
+    description: str = "align",
+    show_progress: bool = True,
+    stop_after_steps: int | None = None,
+) -> AlignResult:
+    """Train ``connector`` in place on ``pairs`` (roles → (N, d) tensors).
+
+    ``fingerprint`` names the inputs (pairs, connector, hyper-parameters): checkpoints of
+    other inputs are never resumed. ``stop_after_steps`` ends early (tests of resumption)."""
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration
+
+    # split_batches: every process takes its share of each batch, so the effective batch
+    # (and the schedule) is the recipe's, whatever the number of processes.
+    accelerator = Accelerator(dataloader_config=DataLoaderConfiguration(split_batches=True))
+    noised_roles = tuple(getattr(connector, "noised_roles", ()))
+
+    # -- data: a fixed permutation per epoch, dropping a ragged last batch (BatchNorm) ----
+    dataset = PseudoPairDataset(pairs)
+    batch_size = min(training.batch_size, len(dataset))
+    sampler = EpochShuffleSampler(len(dataset), seed)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, drop_last=True, collate_fn=_keep_batch
+    )
+    steps_per_epoch = len(loader)
+    total_steps = steps_per_epoch * training.epochs
+
+    # -- optimisation: AdamW + cosine decay over every step (papers' setting) -------------
+    optimizer = torch.optim.AdamW(
+        connector.parameters(), lr=training.lr, weight_decay=training.weight_decay
+    )
+    if training.schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    else:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+    connector, optimizer, loader, scheduler = accelerator.prepare(
+        connector, optimizer, loader, scheduler
+    )
+
+    # -- resume from the last complete checkpoint of the same inputs ----------------------
+    step = 0
+    found = latest_checkpoint(checkpoint_dir, fingerprint)
+    if found is not None:
+        accelerator.load_state(str(found[0]))
+        step = int(found[1]["step"])
+        if accelerator.is_main_process:
+            console.print(f"[green]{description}: resumed from step {step} ({found[0].name})")
+    resumed_from = step
+
+    result = AlignResult(steps=total_steps, seconds=0.0, resumed_from=resumed_from)
+    began = time.perf_counter()
+    connector.train()
+    with progress(disable=not (show_progress and accelerator.is_main_process)) as bar:
+        task = bar.add_task(description, total=total_steps, completed=step, rate="")
+        while step < total_steps:
+            epoch, skip = divmod(step, steps_per_epoch)
+            sampler.set_epoch(epoch)
+            epoch_loader = accelerator.skip_first_batches(loader, skip) if skip else loader
+            for batch in epoch_loader:
+                # Noise on every embedding that enters a projector (semantic completion).
+                generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
+                batch = {
+                    role: add_noise(rows, training.noise_variance, generator)
+                    if role in noised_roles else rows
+                    for role, rows in batch.items()
+                }
+                outputs = connector(batch)
+                loss, parts = loss_fn(outputs, batch)
+                accelerator.backward(loss)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+
+                if step % 10 == 0 or step == total_steps:
+                    result.losses.append((step, float(loss.detach())))
+                bar.update(task, advance=1, rate=f"loss {float(loss.detach()):.4f}  " + rate_text(
+                    step - resumed_from, time.perf_counter() - began, "steps"))
+                if step % training.checkpoint_every == 0 and step < total_steps:
+                    _save_checkpoint(accelerator, checkpoint_dir, step, fingerprint)
+                if stop_after_steps is not None and step >= stop_after_steps:
+                    result.seconds = time.perf_counter() - began
+                    return result
+    _save_checkpoint(accelerator, checkpoint_dir, step, fingerprint)
+    accelerator.unwrap_model(connector).eval()
+    result.seconds = time.perf_counter() - began
+    return result

@@ -1,0 +1,89 @@
+"""The metrics as a rich table on the terminal and as OUT/report.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+COLUMNS = ("R@1", "R@5", "R@10", "mAP")
+
+
+def _native(metrics: dict[str, Any], pair: str) -> tuple[str, dict] | None:
+    for space, block in metrics.get("spaces", {}).items():
+        if pair in block.get("retrieval", {}):
+            return space, block["retrieval"][pair]
+    return None
+
+
+def rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per retrieval direction with the unified, chance, baseline and native R@1."""
+    baseline = metrics.get("baselines", {}).get("linear", {}).get("retrieval", {})
+    out = []
+    for pair, values in metrics.get("retrieval", {}).items():
+        native = _native(metrics, pair)
+        out.append({
+            "pair": pair,
+            **{column: values[column] for column in COLUMNS},
+            "chance_R@1": values["chance_R@1"],
+            "linear_R@1": baseline.get(pair, {}).get("R@1"),
+            "native_R@1": native[1]["R@1"] if native else None,
+            "native_space": native[0] if native else None,
+            "n": values["n"],
+        })
+    return out
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f}"
+
+
+def metrics_table(metrics: dict[str, Any]) -> Table:
+    table = Table(
+        title=f"{metrics.get('recipe', '')} · {metrics['method']} · retrieval in the unified "
+        "space (%)",
+        caption="chance: a random ranking · linear: closed-form map fitted on the bridge · "
+        "native: the source space's own figure",
+    )
+    table.add_column("query→gallery")
+    for column in COLUMNS:
+        table.add_column(column, justify="right")
+    table.add_column("chance R@1", justify="right", style="dim")
+    table.add_column("linear R@1", justify="right", style="yellow")
+    table.add_column("native R@1", justify="right", style="cyan")
+    table.add_column("n", justify="right", style="dim")
+    for row in rows(metrics):
+        table.add_row(row["pair"], *(_fmt(row[c]) for c in COLUMNS), _fmt(row["chance_R@1"]),
+                      _fmt(row["linear_R@1"]), _fmt(row["native_R@1"]), str(row["n"]))
+    return table
+
+
+def markdown(metrics: dict[str, Any]) -> str:
+    lines = [
+        f"# {metrics.get('recipe', 'mcrx run')} — {metrics['method']}",
+        "",
+        "Retrieval in the unified space, in percent. *chance*: a random ranking; *linear*: "
+        "closed-form map fitted on the bridge alone; *native*: the source space's own figure.",
+        "",
+        "| query→gallery | R@1 | R@5 | R@10 | mAP | chance R@1 | linear R@1 | native R@1 | n |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows(metrics):
+        cells = [row["pair"], *(_fmt(row[c]) for c in COLUMNS), _fmt(row["chance_R@1"]),
+                 _fmt(row["linear_R@1"]), _fmt(row["native_R@1"]), str(row["n"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    training = metrics.get("training", {})
+    if training:
+        lines += ["", "## Training", ""]
+        for space, report in training.items():
+            lines.append(f"- {space}: {report}")
+    lines += ["", f"Total time: {metrics.get('seconds', 0):.1f} s; items encoded in this run: "
+              f"{metrics.get('encoded_items', 0):,}.", ""]
+    return "\n".join(lines)
+
+
+def write_report(metrics: dict[str, Any], path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(markdown(metrics))
+    tmp.replace(path)
