@@ -1,0 +1,131 @@
+"""Recipes: the schema, checks against the registry, overrides, every shipped recipe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mcrx.errors import McrxError, RecipeError
+from mcrx.plugins import get_registry
+from mcrx.recipe import Recipe, apply_overrides, check_recipe, load_recipe, parse_recipe
+
+RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.yaml"))
+DEMO = Path(__file__).parent.parent / "recipes" / "demo.yaml"
+
+
+def demo_raw() -> dict:
+    return yaml.safe_load(DEMO.read_text())
+
+
+def errors_of(raw: dict, check_files: bool = True) -> dict[str, str]:
+    try:
+        recipe = parse_recipe(raw)
+    except RecipeError as exc:
+        return dict(exc.errors)
+    return dict(check_recipe(recipe, get_registry(), check_files=check_files))
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=[p.name for p in RECIPES])
+def test_every_shipped_recipe_is_valid(path):
+    """Schema + plugins for all; files too for recipes that need no user-provided weights."""
+    recipe = load_recipe(path, registry=get_registry(), check_files=False)
+    assert recipe.leaves
+    if "toy/" in recipe.base.space:
+        load_recipe(path, registry=get_registry(), check_files=True)
+
+
+def test_papers_defaults():
+    training = Recipe.model_validate({**demo_raw(), "training": {}}).training
+    assert (training.temperature, training.noise_variance, training.intra_weight) == (
+        0.05, 0.004, 0.1)
+    assert (training.lr, training.schedule, training.batch_size, training.epochs) == (
+        1e-3, "cosine", 4096, 36)
+    assert Recipe.model_validate(demo_raw()).retrieval.temperature == 0.01
+
+
+def test_errors_are_located():
+    raw = demo_raw()
+    raw["leaves"][0]["bridge"] = "audio"
+    raw["training"]["epochs"] = 0
+    raw["training"]["epochz"] = 3
+    errors = errors_of(raw)
+    assert errors == {"training.epochs": "Input should be greater than 0",
+                      "training.epochz": "unknown field"}
+    raw = demo_raw()
+    raw["leaves"][0]["bridge"] = "audio"
+    assert errors_of(raw)["leaves.0.bridge"].startswith(
+        "'audio' is not a modality of space toy/clip")
+
+
+def test_unknown_plugin_names_list_the_known_ones():
+    raw = demo_raw()
+    raw["leaves"][1]["space"] = "ulip/nonexistent"
+    message = errors_of(raw)["leaves.1.space"]
+    assert "unknown space 'ulip/nonexistent'" in message and "toy/clip" in message
+    raw = demo_raw()
+    raw["memories"]["text"]["dataset"] = "toy/nope"
+    assert "known datasets: toy/world" in errors_of(raw)["memories.text.dataset"]
+
+
+def test_missing_files_are_named(tmp_path):
+    raw = demo_raw()
+    raw["memories"]["audio"] = {"embeddings": {"toy/clap": str(tmp_path / "audio.npy")}}
+    assert errors_of(raw)["memories.audio.embeddings.toy/clap"] == (
+        f"file not found: {tmp_path / 'audio.npy'}")
+    raw["memories"]["image"] = {"inputs": str(tmp_path / "images")}
+    assert "not found" in errors_of(raw)["memories.image.inputs"]
+
+
+def test_plugin_params_are_validated_with_their_location():
+    raw = demo_raw()
+    raw["base"]["params"] = {"epochs": -3, "colour": "red"}
+    errors = errors_of(raw)
+    assert "base.params.epochs" in errors and errors["base.params.colour"] == "unknown field"
+
+
+def test_chain_rules():
+    raw = demo_raw()
+    raw["leaves"][0]["parent"] = "toy/ulip"  # declared after this leaf
+    assert "not the base or an earlier leaf" in errors_of(raw)["leaves.0.parent"]
+    raw = demo_raw()
+    raw["method"] = "c-mcr"
+    assert "exactly two spaces" in errors_of(raw)["leaves"]
+    raw = demo_raw()
+    del raw["memories"]["pointcloud"]
+    assert "toy/ulip has no modality besides the bridge" in errors_of(raw)["leaves.1"]
+
+
+def test_a_source_needs_something_to_read():
+    raw = demo_raw()
+    raw["memories"]["text"] = {"params": {}}
+    assert "give 'dataset', 'inputs' or 'embeddings'" in errors_of(raw)["memories.text"]
+
+
+def test_overrides():
+    raw = apply_overrides(demo_raw(), ["training.epochs=2", "leaves.1.bridge=text",
+                                       "retrieval.temperature=0.02", "seed=7"])
+    recipe = parse_recipe(raw)
+    assert recipe.training.epochs == 2 and recipe.leaves[1].bridge == "text"
+    assert recipe.retrieval.temperature == 0.02 and recipe.seed == 7
+    with pytest.raises(McrxError, match="key=value"):
+        apply_overrides(demo_raw(), ["training.epochs"])
+    with pytest.raises(McrxError, match="no item 5"):
+        apply_overrides(demo_raw(), ["leaves.5.bridge=text"])
+
+
+def test_yaml_errors_say_where(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\nleaves: [\n")
+    with pytest.raises(RecipeError, match="line"):
+        load_recipe(path)
+    with pytest.raises(McrxError, match="recipe not found"):
+        load_recipe(tmp_path / "missing.yaml")
+
+
+def test_evaluation_shorthand_expands_per_modality():
+    recipe = parse_recipe(demo_raw())
+    (evaluation,) = recipe.evaluation
+    assert set(evaluation.data) == {"image", "text", "audio", "pointcloud"}
+    assert evaluation.data["audio"].params == {"split": "eval", "count": 1000}
