@@ -173,3 +173,19 @@ def test_core_and_plugin_hook_modules_import_without_torch():
     code = ("import sys, mcrx, mcrx.plugins, mcrx.recipe; mcrx.plugins.get_registry(); "
             "assert 'torch' not in sys.modules, 'torch was imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_every_hook_is_documented_for_plugin_authors():
+    """CONTRIBUTING.md lists every hookspec with its signature (docs cannot drift)."""
+    import inspect
+    from pathlib import Path
+
+    from mcrx import hookspecs
+
+    guide = (Path(__file__).parent.parent / "CONTRIBUTING.md").read_text()
+    hooks = [name for name, _ in inspect.getmembers(hookspecs, inspect.isfunction)
+             if name.startswith("register_")]
+    assert len(hooks) == 6
+    for name in hooks:
+        parameters = ", ".join(inspect.signature(getattr(hookspecs, name)).parameters)
+        assert f"`{name}({parameters})`" in guide, name

@@ -1,0 +1,85 @@
+"""The ``params:`` of the ``ulip/pointbert`` space. Imports without torch: recipes are
+validated (``mcrx validate``) before any model is built."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+CHECKPOINT_NAME = "pointbert_ULIP-2.pt"
+CHECKPOINT_SOURCE = (
+    "download it from the ULIP-2 release (https://huggingface.co/datasets/SFXX/ulip, "
+    "linked from github.com/salesforce/ULIP)"
+)
+
+
+class PointBertParams(BaseModel):
+    """ULIP-2's PointBERT space. Defaults are the released model's architecture
+    (``PointTransformer_8192point.yaml``); the small-architecture knobs exist for tests."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # declared before `checkpoint`: its validator reads this value
+    random_weights: bool = Field(
+        False,
+        description="build the architecture with seeded random weights instead of loading "
+        "'checkpoint' (tests only: the embeddings mean nothing)",
+    )
+    checkpoint: Path | None = Field(
+        None,
+        validate_default=True,
+        description=f"path to {CHECKPOINT_NAME} (ULIP-2 PointBERT, 8k xyz points); "
+        f"{CHECKPOINT_SOURCE}",
+    )
+    seed: int = Field(0, description="seed of the random weights (with random_weights)")
+    npoints: int = Field(8192, ge=1, description="points per cloud fed to PointBERT")
+    sampling: Literal["fps", "random"] = Field(
+        "fps",
+        description="how clouds with more than 'npoints' points are thinned: farthest point "
+        "sampling (as ULIP's loaders) or a seeded random subset (faster on huge clouds)",
+    )
+    device: str = Field(
+        "auto", description="'auto' (cuda when available), 'cpu', 'cuda', 'cuda:1', ..."
+    )
+    batch_size: int = Field(8, ge=1, description="items per forward pass")
+    # -- architecture (paper defaults; change only for tests) ------------------------------
+    depth: int = Field(12, ge=1, description="PointBERT transformer blocks")
+    width: int = Field(384, ge=1, description="PointBERT token width (trans_dim)")
+    heads: int = Field(6, ge=1, description="PointBERT attention heads (must divide width)")
+    groups: int = Field(512, ge=1, description="FPS centres (point patches) per cloud")
+    group_size: int = Field(32, ge=1, description="kNN neighbours per patch")
+    image_depth: int = Field(12, ge=1, description="ViT-B/16 blocks of the image tower")
+    text_depth: int = Field(12, ge=1, description="layers of the text transformer")
+
+    @field_validator("checkpoint")
+    @classmethod
+    def _checkpoint_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        random_weights = info.data.get("random_weights", False)
+        if value is None:
+            if random_weights:
+                return None
+            raise ValueError(
+                f"required: the path to {CHECKPOINT_NAME}; {CHECKPOINT_SOURCE} "
+                "(or set random_weights: true, for tests only)"
+            )
+        if random_weights:
+            raise ValueError("give either 'checkpoint' or 'random_weights: true', not both")
+        path = value.expanduser()
+        if not path.is_file():
+            raise ValueError(
+                f"{path} not found: it should be {CHECKPOINT_NAME}; {CHECKPOINT_SOURCE}"
+            )
+        return path
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PointBertParams:
+        if self.width % self.heads:
+            raise ValueError(f"heads ({self.heads}) must divide width ({self.width})")
+        if self.group_size > self.npoints or self.groups > self.npoints:
+            raise ValueError(
+                f"npoints ({self.npoints}) must be at least groups ({self.groups}) and "
+                f"group_size ({self.group_size})"
+            )
+        return self
