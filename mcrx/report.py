@@ -43,19 +43,19 @@ def metrics_table(metrics: dict[str, Any]) -> Table:
     table = Table(
         title=f"{metrics.get('recipe', '')} · {metrics['method']} · retrieval in the unified "
         "space (%)",
-        caption="chance: a random ranking · linear: closed-form map fitted on the bridge · "
+        caption="chance: random ranking · linear: closed-form map fitted on the bridge · "
         "native: the source space's own figure",
     )
-    table.add_column("query→gallery")
+    table.add_column("query→gallery", no_wrap=True)
     for column in COLUMNS:
-        table.add_column(column, justify="right")
-    table.add_column("chance R@1", justify="right", style="dim")
-    table.add_column("linear R@1", justify="right", style="yellow")
-    table.add_column("native R@1", justify="right", style="cyan")
-    table.add_column("n", justify="right", style="dim")
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("chance", justify="right", style="dim", no_wrap=True)
+    table.add_column("linear", justify="right", style="yellow", no_wrap=True)
+    table.add_column("native", justify="right", style="cyan", no_wrap=True)
     for row in rows(metrics):
         table.add_row(row["pair"], *(_fmt(row[c]) for c in COLUMNS), _fmt(row["chance_R@1"]),
-                      _fmt(row["linear_R@1"]), _fmt(row["native_R@1"]), str(row["n"]))
+                      _fmt(row["linear_R@1"]), _fmt(row["native_R@1"]))
+    table.caption += f" (R@1; n = {rows(metrics)[0]['n'] if rows(metrics) else 0})"
     return table
 
 
@@ -77,7 +77,13 @@ def markdown(metrics: dict[str, Any]) -> str:
     if training:
         lines += ["", "## Training", ""]
         for space, report in training.items():
-            lines.append(f"- {space}: {report}")
+            if not report.get("steps"):
+                lines.append(f"- {space}: trained in an earlier run (same inputs)")
+                continue
+            resumed = (f", resumed from step {report['resumed_from']}"
+                       if report.get("resumed_from") else "")
+            lines.append(f"- {space}: {report['steps']} steps in {report['seconds']:.1f} s, "
+                         f"final loss {report['final_loss']:.4f}{resumed}")
     lines += ["", f"Total time: {metrics.get('seconds', 0):.1f} s; items encoded in this run: "
               f"{metrics.get('encoded_items', 0):,}.", ""]
     return "\n".join(lines)

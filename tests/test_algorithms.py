@@ -142,7 +142,8 @@ def test_info_nce_is_symmetric_mean_of_both_directions():
 
 def test_exmcr_loss_is_the_four_term_formula():
     b = 5
-    out = {"x_hat": unit(b, 3, seed=1), "bridge_hat": unit(b, 3, seed=2), "x_mid": unit(b, 4, seed=3)}
+    out = {"x_hat": unit(b, 3, seed=1), "bridge_hat": unit(b, 3, seed=2),
+           "x_mid": unit(b, 4, seed=3)}
     batch = {"parent_y": unit(b, 3, seed=4), "parent_bridge": unit(b, 3, seed=5),
              "leaf_bridge": unit(b, 4, seed=6)}
     loss, parts = ExMcrLoss(0.05, 0.1)(out, batch)

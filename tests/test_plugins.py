@@ -120,8 +120,8 @@ BROKEN_PLUGIN = {
             raise ValueError('hook failed')
         """
     ),
-    "broken_mcrx_plugin-1.2.3.dist-info/METADATA": "Metadata-Version: 2.1\nName: broken-mcrx-plugin\n"
-    "Version: 1.2.3\n",
+    "broken_mcrx_plugin-1.2.3.dist-info/METADATA": "Metadata-Version: 2.1\n"
+    "Name: broken-mcrx-plugin\nVersion: 1.2.3\n",
     "broken_mcrx_plugin-1.2.3.dist-info/entry_points.txt": "[mcrx]\nbroken = broken_mcrx_plugin\n"
     "raising = raising_mcrx_plugin\n",
 }

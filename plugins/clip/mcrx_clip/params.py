@@ -1,0 +1,114 @@
+"""Parameters of the ``clip/<architecture>`` spaces. Imports without torch or open_clip, so
+``mcrx validate`` checks a recipe instantly."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+#: suffixes of weight files open_clip reads (``.npz`` is big_vision's SigLIP format)
+WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz")
+
+OPENAI_VIT_B32_URL = (
+    "https://openaipublic.azureedge.net/clip/models/"
+    "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af/ViT-B-32.pt"
+)
+
+_WHERE_TO_GET = (
+    "give a local weights file (.pt/.bin/.safetensors) or a folder holding one, e.g. "
+    f"OpenAI's ViT-B/32 weights from {OPENAI_VIT_B32_URL}, or an open_clip pretrained tag "
+    "such as 'openai' or 'laion2b_s34b_b79k' (a tag only works where open_clip's cache "
+    "already holds its weights; `python -c \"import open_clip; "
+    "print(open_clip.list_pretrained())\"` lists the tags)"
+)
+
+_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps|xpu(:\d+)?)$")
+_TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+\-]*$")
+
+
+def looks_like_path(value: str) -> bool:
+    """open_clip tags are bare words (``openai``, ``laion2b_s34b_b79k``); anything with a
+    path separator, a leading ``~`` or ``.``, a weights suffix, or that exists on disk is a
+    path."""
+    return (
+        "/" in value
+        or "\\" in value
+        or value.startswith(("~", "."))
+        or value.lower().endswith(WEIGHT_SUFFIXES)
+        or Path(value).exists()
+    )
+
+
+class ClipParams(BaseModel):
+    """``params:`` of a ``clip/<architecture>`` space."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    pretrained: str | None = Field(
+        None,
+        description="weights: a local file (.pt/.bin/.safetensors, OpenAI's TorchScript "
+        "releases included) or a folder holding one (an open_clip_config.json beside it is "
+        "honoured for QuickGELU and preprocessing); or an open_clip pretrained tag such as "
+        "'openai' (only where open_clip's cache already has it: mcrx runs offline). "
+        "Omitted: RANDOM weights (seeded), for tests and benchmarks only",
+    )
+    config_file: Path | None = Field(
+        None,
+        alias="model_config",
+        description="a custom open_clip model-config JSON (or a folder of them) registered "
+        "with open_clip.add_model_config before building; open_clip names a config by its "
+        "file stem, so clip/tiny needs tiny.json",
+    )
+    quick_gelu: bool | None = Field(
+        None,
+        description="use QuickGELU activations. Default: auto — on for OpenAI weights (tag "
+        "'openai' or any tag open_clip marks QuickGELU, an OpenAI TorchScript archive, a "
+        "state dict with OpenAI's input_resolution/context_length/vocab_size entries, a "
+        "folder whose open_clip_config.json says so, or a *-quickgelu architecture). OpenAI "
+        "weights with plain GELU give silently wrong embeddings",
+    )
+    device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1, mps")
+    batch_size: int = Field(32, gt=0, description="items per forward pass")
+
+    @field_validator("pretrained")
+    @classmethod
+    def _weights_exist(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        if value.startswith("local-dir:"):  # open_clip's own folder schema
+            value = value.removeprefix("local-dir:")
+        if looks_like_path(value):
+            path = Path(value).expanduser()
+            if not path.exists():
+                raise ValueError(f"weights file not found: {path}; {_WHERE_TO_GET}")
+            if path.is_file() and path.suffix.lower() not in WEIGHT_SUFFIXES:
+                raise ValueError(
+                    f"{path}: not a weights file (expected one of {', '.join(WEIGHT_SUFFIXES)})"
+                )
+            return str(path)
+        if not _TAG.match(value):
+            raise ValueError(f"{value!r} is neither an existing file nor an open_clip tag; "
+                             f"{_WHERE_TO_GET}")
+        return value
+
+    @field_validator("config_file")
+    @classmethod
+    def _config_exists(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        value = value.expanduser()
+        if not value.exists():
+            raise ValueError(f"open_clip model config not found: {value}")
+        if value.is_file() and value.suffix != ".json":
+            raise ValueError(f"{value}: an open_clip model config is a .json file")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not _DEVICE.match(value):
+            raise ValueError(f"unknown device {value!r} (cpu, cuda, cuda:N, mps)")
+        return value

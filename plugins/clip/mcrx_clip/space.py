@@ -1,0 +1,519 @@
+"""open_clip spaces: where the weights come from, the model, and its image and text encoders.
+
+Imported only by the factory (it imports torch and open_clip). Everything a model sees is
+open_clip's own: its model configs, weight loading, image transform and tokenizer; this
+module decides which weights and activation to use and feeds inputs through."""
+
+from __future__ import annotations
+
+import json
+import logging
+import zipfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import open_clip
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from mcrx import Encoder, McrxError, Space, fingerprint_of
+from mcrx.inputs import read_inputs
+from mcrx_clip.params import WEIGHT_SUFFIXES, ClipParams, looks_like_path
+
+log = logging.getLogger("mcrx.clip")
+
+#: bump whenever loading or preprocessing changes what a model sees: cached embeddings are
+#: keyed by the encoders' fingerprints, which include it
+PREPROCESS_VERSION = 1
+#: random weights are drawn from this seed, so that two builds give the same space
+RANDOM_SEED = 0
+#: entries OpenAI's CLIP checkpoints carry beside the weights (open_clip's own do not)
+OPENAI_METADATA_KEYS = frozenset({"input_resolution", "context_length", "vocab_size"})
+#: weight files of a release folder, best first (the names open_clip and the Hub use)
+FOLDER_WEIGHT_NAMES = (
+    "open_clip_model.safetensors",
+    "open_clip_pytorch_model.safetensors",
+    "open_clip_pytorch_model.bin",
+    "model.safetensors",
+    "pytorch_model.bin",
+)
+#: preprocessing fields that belong to a set of weights (open_clip's PreprocessCfg names)
+#: and the create_model_and_transforms arguments that override them
+PREPROCESS_OVERRIDES = {
+    "mean": "image_mean",
+    "std": "image_std",
+    "interpolation": "image_interpolation",
+    "resize_mode": "image_resize_mode",
+}
+
+
+# ---------------------------------------------------------------------------------------
+# Weights
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Weights:
+    """Where a space's weights come from, resolved before the model is built."""
+
+    kind: str  # "random", "file" or "tag"
+    pretrained: str | None = None  # what open_clip's ``pretrained=`` receives
+    quick_gelu: bool = False  # trained with QuickGELU, as far as the source tells
+    why: str = ""  # how ``quick_gelu`` was decided (logged)
+    torchscript: bool = False  # an OpenAI-style TorchScript archive
+    preprocess: dict[str, Any] = field(default_factory=dict)  # PreprocessCfg fields
+    identity: dict[str, Any] = field(default_factory=dict)  # for fingerprints
+
+
+def _file_identity(path: Path) -> dict[str, Any]:
+    stat = path.stat()
+    return {"file": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def is_torchscript(path: Path) -> bool:
+    """OpenAI ships CLIP weights as TorchScript archives: zip files with compiled code,
+    unlike ``torch.save`` files, which hold only data."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(n.endswith("/constants.pkl") or "/code/" in n for n in archive.namelist())
+
+
+def checkpoint_keys(path: Path) -> set[str]:
+    """The entry names of a weights file, read without loading the tensors where the format
+    allows (safetensors headers, memory-mapped torch zip files)."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as handle:
+                return set(handle.keys())
+        if suffix == ".npz":
+            return set(np.load(path, allow_pickle=False).files)
+        if is_torchscript(path):
+            return set(torch.jit.load(str(path), map_location="cpu").state_dict())
+        content = torch.load(
+            path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path)
+        )
+    except Exception as exc:  # any reader failure means an unusable file: say which
+        raise McrxError(f"{path}: cannot read the weights ({type(exc).__name__}: {exc})") from None
+    if isinstance(content, dict) and isinstance(content.get("state_dict"), dict):
+        content = content["state_dict"]
+    if not isinstance(content, dict):
+        return set()
+    return {str(key).removeprefix("module.") for key in content}
+
+
+def _folder_weights(folder: Path) -> tuple[Path, dict[str, Any]]:
+    """The weights file of a release folder and its open_clip_config.json (or {})."""
+    config: dict[str, Any] = {}
+    config_path = folder / "open_clip_config.json"
+    if config_path.is_file():
+        try:
+            config = json.loads(config_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise McrxError(f"{config_path}: not valid JSON ({exc})") from None
+    for name in FOLDER_WEIGHT_NAMES:
+        if (folder / name).is_file():
+            return folder / name, config
+    candidates = sorted(p for p in folder.iterdir() if p.suffix.lower() in WEIGHT_SUFFIXES)
+    if len(candidates) == 1:
+        return candidates[0], config
+    if not candidates:
+        raise McrxError(f"{folder}: the folder holds no weights file "
+                        f"({', '.join(WEIGHT_SUFFIXES)})")
+    raise McrxError(f"{folder}: several weights files ({', '.join(p.name for p in candidates)}); "
+                    "set `pretrained:` to the one to use")
+
+
+def _architecture_preprocess(arch: str) -> dict[str, Any]:
+    """Preprocessing shared by every open_clip release of ``arch`` (empty when releases
+    disagree): a bare weights file says nothing about its preprocessing, but e.g. every
+    SigLIP release normalises with mean 0.5 where open_clip's default is OpenAI's."""
+    seen = set()
+    for tag in open_clip.list_pretrained_tags_by_model(arch):
+        cfg = open_clip.get_pretrained_cfg(arch, tag)
+        seen.add(tuple((key, json.dumps(cfg[key])) for key in PREPROCESS_OVERRIDES if key in cfg))
+    if len(seen) != 1:
+        return {}
+    return {key: json.loads(value) for key, value in seen.pop()}
+
+
+def resolve_weights(arch: str, pretrained: str | None) -> Weights:
+    """Decide what ``pretrained`` names (nothing, a file, a folder or a tag) and what it
+    tells about QuickGELU and preprocessing."""
+    if pretrained is None:
+        return Weights("random", why="random weights", identity={"random_seed": RANDOM_SEED})
+    if not looks_like_path(pretrained):
+        cfg = open_clip.get_pretrained_cfg(arch, pretrained)
+        if not cfg:
+            tags = open_clip.list_pretrained_tags_by_model(arch)
+            raise McrxError(f"{pretrained!r} is not an open_clip pretrained tag of {arch} "
+                            f"(its tags: {', '.join(tags) or 'none'}); give a weights file "
+                            "path instead")
+        quick = bool(cfg.get("quick_gelu"))
+        return Weights("tag", pretrained, quick_gelu=quick,
+                       why=f"open_clip tag {pretrained!r} (quick_gelu={quick})",
+                       identity={"tag": pretrained})
+
+    path = Path(pretrained).expanduser()
+    folder_config: dict[str, Any] = {}
+    if path.is_dir():
+        path, folder_config = _folder_weights(path)
+    torchscript = is_torchscript(path)
+    model_cfg = folder_config.get("model_cfg", {})
+    if "quick_gelu" in model_cfg:
+        quick, why = bool(model_cfg["quick_gelu"]), "the folder's open_clip_config.json"
+    elif torchscript:
+        quick, why = True, "an OpenAI TorchScript archive"
+    elif OPENAI_METADATA_KEYS & checkpoint_keys(path):
+        quick, why = True, "a state dict in OpenAI's layout"
+    else:
+        quick, why = False, "no sign of OpenAI weights"
+    preprocess = {
+        key: value
+        for key, value in folder_config.get("preprocess_cfg", {}).items()
+        if key in PREPROCESS_OVERRIDES
+    } or _architecture_preprocess(arch)
+    return Weights("file", str(path), quick_gelu=quick, why=why, torchscript=torchscript,
+                   preprocess=preprocess, identity=_file_identity(path))
+
+
+# ---------------------------------------------------------------------------------------
+# Building
+# ---------------------------------------------------------------------------------------
+def _architecture(full_name: str) -> str:
+    _, _, arch = full_name.partition("/")
+    if not arch:
+        raise McrxError(f"{full_name!r}: name the open_clip architecture, e.g. clip/ViT-B-32")
+    return arch
+
+
+def _register_config(arch: str, path: Path) -> None:
+    """Make a custom open_clip model config (a JSON file or a folder of them) known."""
+    if path.is_file():
+        if path.stem != arch:
+            raise McrxError(f"{path}: open_clip names a config after its file, so this one "
+                            f"defines {path.stem!r}, not {arch!r}; rename it to {arch}.json "
+                            f"or use clip/{path.stem}")
+        try:
+            config = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise McrxError(f"{path}: not valid JSON ({exc})") from None
+        missing = [k for k in ("embed_dim", "vision_cfg", "text_cfg") if k not in config]
+        if missing:
+            raise McrxError(f"{path}: an open_clip model config needs {', '.join(missing)}")
+    open_clip.add_model_config(path)
+
+
+def _device(name: str) -> torch.device:
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise McrxError(f"device {name!r}: CUDA is not available here (use device: cpu)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise McrxError(f"device {name!r}: MPS is not available here (use device: cpu)")
+    return device
+
+
+def _activation_kwargs(model_cfg: dict[str, Any], quick_gelu: bool) -> dict[str, Any]:
+    # force_quick_gelu also marks the config, so open_clip's own tag check stays quiet;
+    # turning it off for a *-quickgelu architecture needs the constructor keyword
+    if quick_gelu:
+        return {"force_quick_gelu": True}
+    return {"quick_gelu": False} if model_cfg.get("quick_gelu") else {}
+
+
+def build_space(full_name: str, params: ClipParams) -> ClipSpace:
+    """Build ``clip/<architecture>`` with the weights, activation and preprocessing that
+    ``params`` name."""
+    arch = _architecture(full_name)
+    if params.config_file is not None:
+        _register_config(arch, params.config_file)
+    model_cfg = open_clip.get_model_config(arch)
+    if model_cfg is None:
+        known = ", ".join(open_clip.list_models()[:12])
+        raise McrxError(f"{full_name}: open_clip has no architecture {arch!r} (e.g. {known}, "
+                        "...; a custom one needs `model_config:`)")
+    device = _device(params.device)
+    weights = resolve_weights(arch, params.pretrained)
+    if params.quick_gelu is not None:
+        quick_gelu, why = params.quick_gelu, "set in params"
+    elif model_cfg.get("quick_gelu"):
+        quick_gelu, why = True, f"architecture {arch}"
+    else:
+        quick_gelu, why = weights.quick_gelu, weights.why
+    if weights.kind == "random":
+        log.warning("%s: no `pretrained` weights given: the model has RANDOM weights (fine for "
+                    "tests and benchmarks, meaningless embeddings)", full_name)
+    log.info("%s: weights %s, quick_gelu=%s (%s)", full_name,
+             weights.pretrained or "random", quick_gelu, why)
+
+    preprocess_kwargs = {PREPROCESS_OVERRIDES[k]: v for k, v in weights.preprocess.items()}
+    with torch.random.fork_rng(devices=[]), _quiet_open_clip():
+        torch.manual_seed(RANDOM_SEED)  # random weights are reproducible across builds
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                arch,
+                # a tag is open_clip's to resolve; files are loaded below, after the build
+                pretrained=weights.pretrained if weights.kind == "tag" else None,
+                device=device,
+                # never fetch tower weights from the Hub for a model we fill ourselves
+                pretrained_image=False,
+                pretrained_text=False,
+                **_activation_kwargs(model_cfg, quick_gelu),
+                **preprocess_kwargs,
+            )
+            if weights.kind == "file":
+                _load_file(model, weights)
+        except McrxError:
+            raise
+        except Exception as exc:  # a failure here is about the weights the user named
+            raise McrxError(_loading_error(full_name, weights, exc)) from None
+    model.eval().requires_grad_(False)
+    try:
+        tokenizer = open_clip.get_tokenizer(arch)
+    except Exception as exc:
+        raise McrxError(f"{full_name}: open_clip cannot make its tokenizer offline "
+                        f"({type(exc).__name__}: {exc})") from None
+    _check_tokenizer(full_name, tokenizer)
+    return ClipSpace(
+        name=full_name,
+        model=model,
+        preprocess=preprocess,
+        tokenizer=tokenizer,
+        model_cfg=model_cfg,
+        weights=weights,
+        quick_gelu=quick_gelu,
+        device=device,
+        batch_size=params.batch_size,
+    )
+
+
+def _load_file(model: torch.nn.Module, weights: Weights) -> None:
+    """Load a weights file with open_clip's own loader (state-dict wrappers, ``module.``
+    prefixes, third-party layouts, position-embedding resizing), requiring every weight of
+    the model; the only entries allowed to be left over are OpenAI's metadata, which
+    open_clip drops from TorchScript archives but not from plain state dicts."""
+    # TorchScript archives cannot be read with weights_only; torch.load hands them to
+    # torch.jit.load, which runs no pickled Python
+    result = open_clip.load_checkpoint(model, weights.pretrained, strict=False,
+                                       weights_only=not weights.torchscript)
+    missing = list(getattr(result, "missing_keys", []))
+    unexpected = [k for k in getattr(result, "unexpected_keys", [])
+                  if k not in OPENAI_METADATA_KEYS]
+    if missing or unexpected:
+        raise McrxError(
+            f"{weights.pretrained} does not hold this architecture's weights: "
+            f"missing {_some(missing)}, unexpected {_some(unexpected)}"
+        )
+
+
+def _some(keys: list[str], shown: int = 5) -> str:
+    if not keys:
+        return "none"
+    more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+    return ", ".join(keys[:shown]) + more
+
+
+class _DropRandomInitNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "initialized randomly" not in record.getMessage()
+
+
+@contextmanager
+def _quiet_open_clip() -> Iterator[None]:
+    """open_clip logs "Model initialized randomly" for every model it builds without a
+    tag, including those whose weights we load right after from a file; our own log says
+    which weights a space has."""
+    notice = _DropRandomInitNotice()
+    logging.getLogger().addFilter(notice)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(notice)
+
+
+def _loading_error(full_name: str, weights: Weights, exc: Exception) -> str:
+    detail = f"{type(exc).__name__}: {str(exc).strip()[:1500]}"
+    if weights.kind == "tag":
+        return (f"{full_name}: open_clip could not load tag {weights.pretrained!r} ({detail}). "
+                "mcrx runs the Hugging Face Hub offline: a tag only works where open_clip's "
+                "cache already holds its weights; download the weights file and set "
+                "`pretrained:` to its path")
+    if weights.kind == "file":
+        return (f"{full_name}: cannot load {weights.pretrained} into this architecture "
+                f"({detail}). Check that the file holds {full_name} weights")
+    return f"{full_name}: open_clip could not build the model ({detail})"
+
+
+def _check_tokenizer(full_name: str, tokenizer: Any) -> None:
+    """Hugging Face tokenizers (used by some architectures) silently degrade offline to a
+    handful of special tokens when their files are not cached: refuse those."""
+    inner = getattr(tokenizer, "tokenizer", None)
+    if inner is not None and hasattr(inner, "__len__") and len(inner) < 100:
+        raise McrxError(f"{full_name}: its Hugging Face tokenizer is not in the local cache "
+                        f"(offline, transformers returned a {len(inner)}-token stand-in); run "
+                        "once with network and HF_HUB_OFFLINE=0 to cache it")
+
+
+# ---------------------------------------------------------------------------------------
+# The space and its encoders
+# ---------------------------------------------------------------------------------------
+class ClipSpace(Space):
+    """An open_clip model: image and text encoders sharing one embedding space."""
+
+    modalities = ("image", "text")
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        model: torch.nn.Module,
+        preprocess: Any,
+        tokenizer: Any,
+        model_cfg: dict[str, Any],
+        weights: Weights,
+        quick_gelu: bool,
+        device: torch.device,
+        batch_size: int,
+    ) -> None:
+        self.name = name
+        self.model = model
+        self.preprocess = preprocess
+        self.tokenizer = tokenizer
+        self.model_cfg = model_cfg
+        self.weights = weights
+        self.quick_gelu = quick_gelu
+        self.device = device
+        self.batch_size = batch_size
+        self.dim = int(model_cfg["embed_dim"])
+        self._encoders: dict[str, Encoder] = {}
+
+    def encoder(self, modality: str) -> Encoder:
+        if modality not in self._encoders:
+            if modality == "image":
+                self._encoders[modality] = ClipImageEncoder(self)
+            elif modality == "text":
+                self._encoders[modality] = ClipTextEncoder(self)
+            else:
+                raise McrxError(f"{self.name} encodes image and text, not {modality!r}")
+        return self._encoders[modality]
+
+    def fingerprint(self) -> str:
+        return fingerprint_of("mcrx-clip", self.name, self.model_cfg, self.weights.identity,
+                              self.quick_gelu)
+
+
+def _encode_in_batches(encoder: Encoder, items: Sequence[Any]) -> torch.Tensor:
+    size = encoder.batch_size
+    chunks = [
+        encoder.encode_prepared([encoder.prepare(item) for item in items[i : i + size]])
+        for i in range(0, len(items), size)
+    ]
+    return torch.cat(chunks) if chunks else torch.empty(0, encoder.dim)
+
+
+def image_suffixes() -> frozenset[str]:
+    """File suffixes PIL can open here (``.jpg``, ``.png``, ``.webp``, ``.gif``, ...)."""
+    Image.init()
+    return frozenset(ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
+
+
+def load_image(item: Any) -> Image.Image:
+    """A PIL image from a path, a PIL image or an H×W(×C) uint8 array."""
+    if isinstance(item, Image.Image):
+        return item
+    if isinstance(item, np.ndarray):
+        try:
+            return Image.fromarray(item)
+        except (TypeError, ValueError) as exc:
+            raise McrxError(f"cannot read an image from an array of shape {item.shape} and "
+                            f"dtype {item.dtype} ({exc}); expected H×W or H×W×3 uint8") from None
+    if not isinstance(item, (str, Path)):
+        raise McrxError(f"image items are file paths, PIL images or arrays, got {type(item)}")
+    try:
+        with Image.open(item) as image:
+            # photos are often stored sideways with an orientation tag: show them upright;
+            # the result is a loaded copy that outlives the file handle
+            return ImageOps.exif_transpose(image)
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise McrxError(f"{item}: cannot read the image ({exc})") from None
+
+
+class ClipImageEncoder(Encoder):
+    """Images → open_clip's eval transform (resize, centre crop, RGB, normalise) → image
+    tower → L2-normalised rows."""
+
+    modality = "image"
+
+    def __init__(self, space: ClipSpace) -> None:
+        self.space = space
+        self.dim = space.dim
+        self.batch_size = space.batch_size
+
+    def prepare(self, item: Any) -> torch.Tensor:
+        return self.space.preprocess(load_image(item))
+
+    def encode_prepared(self, prepared: list[Any]) -> torch.Tensor:
+        if not prepared:
+            return torch.empty(0, self.dim)
+        pixels = torch.stack(prepared).to(self.space.device)
+        with torch.inference_mode():
+            features = self.space.model.encode_image(pixels)
+        return F.normalize(features.float(), dim=-1).cpu()
+
+    def encode(self, items: Sequence[Any]) -> torch.Tensor:
+        return _encode_in_batches(self, items)
+
+    def read_inputs(self, path: Path) -> Sequence[Any]:
+        """A folder gives its image files only (recursively, sorted); otherwise as the
+        default (a .txt file lists one path per line, a .npy file holds arrays)."""
+        path = Path(path)
+        if not path.is_dir():
+            return read_inputs(path)
+        suffixes = image_suffixes()
+        files = [p for p in read_inputs(path) if Path(p).suffix.lower() in suffixes]
+        if not files:
+            raise McrxError(f"{path}: the folder holds no image files")
+        return files
+
+    def fingerprint(self) -> str:
+        cfg = getattr(self.space.model.visual, "preprocess_cfg", {})
+        return fingerprint_of(self.space.fingerprint(), self.modality, cfg, PREPROCESS_VERSION)
+
+
+class ClipTextEncoder(Encoder):
+    """Strings → open_clip's tokenizer of the architecture → text tower → L2-normalised
+    rows."""
+
+    modality = "text"
+
+    def __init__(self, space: ClipSpace) -> None:
+        self.space = space
+        self.dim = space.dim
+        self.batch_size = space.batch_size
+
+    def prepare(self, item: Any) -> torch.Tensor:
+        if not isinstance(item, str):
+            raise McrxError(f"text items are strings, got {type(item).__name__}: {item!r:.80}")
+        return self.space.tokenizer([item])[0]
+
+    def encode_prepared(self, prepared: list[Any]) -> torch.Tensor:
+        if not prepared:
+            return torch.empty(0, self.dim)
+        tokens = torch.stack(prepared).to(self.space.device)
+        with torch.inference_mode():
+            features = self.space.model.encode_text(tokens)
+        return F.normalize(features.float(), dim=-1).cpu()
+
+    def encode(self, items: Sequence[Any]) -> torch.Tensor:
+        return _encode_in_batches(self, items)
+
+    def fingerprint(self) -> str:
+        tokenizer = self.space.tokenizer
+        return fingerprint_of(self.space.fingerprint(), self.modality, type(tokenizer).__name__,
+                              getattr(tokenizer, "context_length", None), PREPROCESS_VERSION)
