@@ -140,6 +140,10 @@ def align(
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration
 
+    from mcrx.tuning import retain_freed_memory
+
+    retain_freed_memory()
+
     # split_batches: every process takes its share of each batch, so the effective batch
     # (and the schedule) is the recipe's, whatever the number of processes.
     accelerator = Accelerator(dataloader_config=DataLoaderConfiguration(split_batches=True))

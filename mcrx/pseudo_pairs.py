@@ -114,6 +114,9 @@ def build_pseudo_pairs(
     method: str, memories: LeafMemories, temperature: float = 0.01, seed: int = 0, **blocks: int
 ) -> dict[str, torch.Tensor]:
     """Pseudo pairs for ``method`` (``ex-mcr`` or ``c-mcr``)."""
+    from mcrx.tuning import retain_freed_memory
+
+    retain_freed_memory()  # retrieval tiles are large and short-lived too
     if method == "ex-mcr":
         return exmcr_pseudo_pairs(memories, temperature, seed, **blocks)
     if method == "c-mcr":
