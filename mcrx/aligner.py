@@ -19,7 +19,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Sampler
@@ -32,10 +34,11 @@ STATE_FILE = "trainer_state.json"
 
 
 class PseudoPairDataset:
-    """Rows of pseudo pairs; ``__getitems__`` lets the DataLoader fetch a batch with one
-    fancy-index per role instead of collating thousands of single rows."""
+    """Rows of pseudo pairs (tensors, or numpy arrays memory-mapped from disk).
+    ``__getitems__`` lets the DataLoader fetch a whole batch with one sorted fancy-index per
+    role instead of collating thousands of single rows."""
 
-    def __init__(self, pairs: dict[str, torch.Tensor]) -> None:
+    def __init__(self, pairs: dict[str, Any]) -> None:
         self.pairs = pairs
         self.length = len(next(iter(pairs.values())))
 
@@ -43,11 +46,20 @@ class PseudoPairDataset:
         return self.length
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        index = torch.as_tensor(indices)
-        return {role: rows[index] for role, rows in self.pairs.items()}
+        index = np.asarray(indices)
+        order = np.argsort(index, kind="stable")  # sequential reads from the mapped files
+        sorted_index, restore = index[order], np.argsort(order, kind="stable")
+        batch = {}
+        for role, rows in self.pairs.items():
+            if isinstance(rows, torch.Tensor):
+                batch[role] = rows[torch.from_numpy(index)].float()
+            else:
+                picked = np.asarray(rows[sorted_index], dtype=np.float32)[restore]
+                batch[role] = torch.from_numpy(picked)
+        return batch
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {role: rows[index] for role, rows in self.pairs.items()}
+        return self.__getitems__([index])
 
 
 def _keep_batch(batch):
@@ -55,13 +67,20 @@ def _keep_batch(batch):
 
 
 class EpochShuffleSampler(Sampler[int]):
-    """A permutation per epoch drawn from ``seed + epoch``: reproducible after a resume."""
+    """A permutation per epoch drawn from ``seed + epoch``: reproducible after a resume.
+
+    The aligner chooses the epoch with :meth:`use_epoch`; ``set_epoch`` (called by
+    Accelerate's data loaders with their own pass counter, which restarts at 0 after a
+    resume) is deliberately ignored."""
 
     def __init__(self, length: int, seed: int) -> None:
         self.length, self.seed, self.epoch = length, seed, 0
 
-    def set_epoch(self, epoch: int) -> None:
+    def use_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def set_epoch(self, epoch: int) -> None:  # noqa: ARG002 - see the class docstring
+        return
 
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
@@ -124,7 +143,7 @@ def _save_checkpoint(accelerator, directory: Path, step: int, fingerprint: str, 
 def align(
     connector: torch.nn.Module,
     loss_fn: Callable,
-    pairs: dict[str, torch.Tensor],
+    pairs: dict[str, Any],
     training: Training,
     checkpoint_dir: Path,
     fingerprint: str,
@@ -189,7 +208,7 @@ def align(
         task = bar.add_task(description, total=total_steps, completed=step, rate="")
         while step < total_steps:
             epoch, skip = divmod(step, steps_per_epoch)
-            sampler.set_epoch(epoch)
+            sampler.use_epoch(epoch)
             epoch_loader = accelerator.skip_first_batches(loader, skip) if skip else loader
             for batch in epoch_loader:
                 # Noise on every embedding that enters a projector (semantic completion).

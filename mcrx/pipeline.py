@@ -207,9 +207,10 @@ def leaf_memories(run: Run, leaf: Leaf, memories) -> tuple[Any, list[str]]:
     return LeafMemories(*tensors), [memories[part].fingerprint for part in parts]
 
 
-def build_pairs(run: Run, memories) -> dict[str, tuple[dict[str, torch.Tensor], str]]:
-    """Leaf space → (pseudo pairs, fingerprint)."""
-    from mcrx.pseudo_pairs import build_pseudo_pairs
+def build_pairs(run: Run, memories) -> dict[str, tuple[dict[str, Any], str]]:
+    """Leaf space → (pseudo pairs as memory-mapped arrays, fingerprint)."""
+    from mcrx.console import progress, rate_text
+    from mcrx.pseudo_pairs import count_pseudo_pairs, read_pseudo_pairs, write_pseudo_pairs
 
     console.rule("[bold]2 · pseudo pairs")
     recipe = run.recipe
@@ -217,21 +218,35 @@ def build_pairs(run: Run, memories) -> dict[str, tuple[dict[str, torch.Tensor], 
     for leaf in recipe.leaves:
         mems, fingerprints = leaf_memories(run, leaf, memories)
         fingerprint = fingerprint_of("pairs", recipe.method, fingerprints,
-                                     recipe.retrieval.model_dump(), recipe.seed)
-        path = run.out / "pseudo_pairs" / f"{slug(leaf.space)}.safetensors"
-        pairs = _load_if_fingerprint(path, fingerprint)
-        if pairs is None:
-            began = time.perf_counter()
-            pairs = build_pseudo_pairs(
-                recipe.method, mems, recipe.retrieval.temperature, seed=recipe.seed,
-                query_block=recipe.retrieval.query_block,
-                memory_block=recipe.retrieval.memory_block,
-            )
-            _save_tensors(path, pairs, {"fingerprint": fingerprint})
-            console.print(f"  {leaf.space} → {recipe.parent_of(leaf)}: {len(pairs['leaf_x']):,} "
-                          f"pseudo pairs in {time.perf_counter() - began:.1f} s")
-        else:
+                                     recipe.retrieval.model_dump())
+        path = run.out / "pseudo_pairs" / slug(leaf.space)
+        manifest = path / "manifest.json"
+        if manifest.is_file() and json.loads(manifest.read_text()).get("fingerprint") == (
+            fingerprint
+        ):
+            pairs = read_pseudo_pairs(path)
             console.print(f"  {leaf.space}: {len(pairs['leaf_x']):,} pseudo pairs (done before)")
+        else:
+            began = time.perf_counter()
+            total = count_pseudo_pairs(recipe.method, mems)
+            with progress(disable=not run.show_progress) as bar:
+                task = bar.add_task(f"pairs {leaf.space}", total=total, rate="")
+
+                done = [0]
+
+                def advance(count: int, task=task, bar=bar, done=done, began=began) -> None:
+                    done[0] += count
+                    bar.update(task, advance=count, rate=rate_text(
+                        done[0], time.perf_counter() - began, "rows"))
+
+                pairs = write_pseudo_pairs(
+                    path, recipe.method, mems, recipe.retrieval.temperature,
+                    metadata={"fingerprint": fingerprint, "leaf": leaf.space},
+                    query_block=recipe.retrieval.query_block,
+                    memory_block=recipe.retrieval.memory_block, on_chunk=advance,
+                )
+            console.print(f"  {leaf.space} → {recipe.parent_of(leaf)}: {total:,} pseudo pairs "
+                          f"in {time.perf_counter() - began:.1f} s")
         result[leaf.space] = (pairs, fingerprint)
     return result
 

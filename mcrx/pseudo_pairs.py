@@ -15,8 +15,14 @@ aligned), Y^P (parent_y). All rows are L2-normalised.
 
 from __future__ import annotations
 
+import os
+import shutil
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 from mcrx.retrieval import soft_retrieve
@@ -43,82 +49,135 @@ class LeafMemories:
             )
 
 
-def cmcr_pseudo_pairs(
-    memories: LeafMemories, temperature: float = 0.01, **blocks: int
-) -> dict[str, torch.Tensor]:
-    """C-MCR: bridge-centric pairs only. Each bridge item i (a text for CLIP–CLAP) gives
-    b_i^P and b_i^L; ỹ_i = retrieve(b_i^P, Y^P) and x̃_i = retrieve(b_i^L, X^L)."""
-    (parent_y,) = soft_retrieve(
-        memories.parent_bridge, memories.parent_y, temperature=temperature, **blocks
-    )
-    (leaf_x,) = soft_retrieve(
-        memories.leaf_bridge, memories.leaf_x, temperature=temperature, **blocks
-    )
-    return {
-        "leaf_x": leaf_x,
-        "leaf_bridge": memories.leaf_bridge.float(),
-        "parent_bridge": memories.parent_bridge.float(),
-        "parent_y": parent_y,
-    }
+# ---------------------------------------------------------------------------------------
+# The pools. Each computes the pseudo pairs of one slice of its queries, so a pool can be
+# built chunk by chunk and streamed to disk (paper scale: millions of rows).
+# ---------------------------------------------------------------------------------------
+def bridge_centric(m: LeafMemories, rows: slice, temperature: float, **blocks: int):
+    """C-MCR, and Ex-MCR's first pool: each bridge item i (a text for CLIP–CLAP) gives b_i^P
+    and b_i^L; ỹ_i = retrieve(b_i^P, Y^P) and x̃_i = retrieve(b_i^L, X^L)."""
+    leaf_bridge, parent_bridge = m.leaf_bridge[rows].float(), m.parent_bridge[rows].float()
+    (parent_y,) = soft_retrieve(parent_bridge, m.parent_y, None, temperature, **blocks)
+    (leaf_x,) = soft_retrieve(leaf_bridge, m.leaf_x, None, temperature, **blocks)
+    return {"leaf_x": leaf_x, "leaf_bridge": leaf_bridge, "parent_bridge": parent_bridge,
+            "parent_y": parent_y}
 
 
-def exmcr_pseudo_pairs(
-    memories: LeafMemories,
-    temperature: float = 0.01,
-    seed: int = 0,
-    **blocks: int,
-) -> dict[str, torch.Tensor]:
-    """Ex-MCR: every modality is a query; three pools, concatenated and shuffled.
-
-    - bridge-centric: the C-MCR pairs above;
-    - x-centric (audio-centric for CLAP): x̃ = x; w = softmax(x·B^L/τ1) over the bridge
-      memory; b̃^L = w·B^L and b̃^P = w·B^P (same weights, same items); ỹ = retrieve(b̃^P, Y^P);
-    - y-centric (image-centric): symmetric, y queries B^P, the weights are carried to B^L,
-      then x̃ = retrieve(b̃^L, X^L).
-    """
-    bridge_centric = cmcr_pseudo_pairs(memories, temperature, **blocks)
-
-    x = memories.leaf_x.float()
+def leaf_centric(m: LeafMemories, rows: slice, temperature: float, **blocks: int):
+    """Ex-MCR x-centric (audio-centric for CLAP): x̃ = x; w = softmax(x·B^L/τ1) over the
+    bridge memory; b̃^L = w·B^L and b̃^P = w·B^P (same weights, same items: the text weights
+    are carried across spaces); ỹ = retrieve(b̃^P, Y^P)."""
+    x = m.leaf_x[rows].float()
     leaf_bridge, parent_bridge = soft_retrieve(
-        x, memories.leaf_bridge, [memories.leaf_bridge, memories.parent_bridge], temperature,
-        **blocks,
+        x, m.leaf_bridge, [m.leaf_bridge, m.parent_bridge], temperature, **blocks
     )
-    (parent_y,) = soft_retrieve(parent_bridge, memories.parent_y, None, temperature, **blocks)
-    x_centric = {
-        "leaf_x": x,
-        "leaf_bridge": leaf_bridge,
-        "parent_bridge": parent_bridge,
-        "parent_y": parent_y,
-    }
+    (parent_y,) = soft_retrieve(parent_bridge, m.parent_y, None, temperature, **blocks)
+    return {"leaf_x": x, "leaf_bridge": leaf_bridge, "parent_bridge": parent_bridge,
+            "parent_y": parent_y}
 
-    y = memories.parent_y.float()
+
+def parent_centric(m: LeafMemories, rows: slice, temperature: float, **blocks: int):
+    """Ex-MCR y-centric (image-centric for CLAP → CLIP): symmetric to :func:`leaf_centric`;
+    y queries B^P, the weights are carried to B^L, then x̃ = retrieve(b̃^L, X^L)."""
+    y = m.parent_y[rows].float()
     parent_bridge, leaf_bridge = soft_retrieve(
-        y, memories.parent_bridge, [memories.parent_bridge, memories.leaf_bridge], temperature,
-        **blocks,
+        y, m.parent_bridge, [m.parent_bridge, m.leaf_bridge], temperature, **blocks
     )
-    (leaf_x,) = soft_retrieve(leaf_bridge, memories.leaf_x, None, temperature, **blocks)
-    y_centric = {
-        "leaf_x": leaf_x,
-        "leaf_bridge": leaf_bridge,
-        "parent_bridge": parent_bridge,
-        "parent_y": y,
-    }
+    (leaf_x,) = soft_retrieve(leaf_bridge, m.leaf_x, None, temperature, **blocks)
+    return {"leaf_x": leaf_x, "leaf_bridge": leaf_bridge, "parent_bridge": parent_bridge,
+            "parent_y": y}
 
-    pools = (bridge_centric, x_centric, y_centric)
-    total = sum(pool["leaf_x"].shape[0] for pool in pools)
-    order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
-    return {role: torch.cat([pool[role] for pool in pools])[order] for role in PAIR_ROLES}
+
+#: C-MCR uses bridge-centric pairs only; Ex-MCR makes every modality a query. The pools are
+#: concatenated; the aligner draws a fresh shuffle of all rows every epoch.
+POOLS: dict[str, tuple[tuple[Callable, str], ...]] = {
+    "c-mcr": ((bridge_centric, "leaf_bridge"),),
+    "ex-mcr": ((bridge_centric, "leaf_bridge"), (leaf_centric, "leaf_x"),
+               (parent_centric, "parent_y")),
+}
+
+
+def _pools(method: str):
+    if method not in POOLS:
+        raise ValueError(f"unknown method {method!r}; expected 'ex-mcr' or 'c-mcr'")
+    return POOLS[method]
+
+
+def count_pseudo_pairs(method: str, memories: LeafMemories) -> int:
+    return sum(len(getattr(memories, queries)) for _, queries in _pools(method))
+
+
+def iter_pseudo_pairs(
+    method: str, memories: LeafMemories, temperature: float = 0.01, chunk: int = 65536,
+    **blocks: int,
+) -> Iterator[dict[str, torch.Tensor]]:
+    """The pseudo pairs of ``method`` in consecutive chunks of at most ``chunk`` rows."""
+    for pool, queries in _pools(method):
+        for start in range(0, len(getattr(memories, queries)), chunk):
+            yield pool(memories, slice(start, start + chunk), temperature, **blocks)
 
 
 def build_pseudo_pairs(
-    method: str, memories: LeafMemories, temperature: float = 0.01, seed: int = 0, **blocks: int
+    method: str, memories: LeafMemories, temperature: float = 0.01, **blocks: int
 ) -> dict[str, torch.Tensor]:
-    """Pseudo pairs for ``method`` (``ex-mcr`` or ``c-mcr``)."""
+    """All pseudo pairs of ``method`` (``ex-mcr`` or ``c-mcr``) in memory."""
     from mcrx.tuning import retain_freed_memory
 
     retain_freed_memory()  # retrieval tiles are large and short-lived too
-    if method == "ex-mcr":
-        return exmcr_pseudo_pairs(memories, temperature, seed, **blocks)
-    if method == "c-mcr":
-        return cmcr_pseudo_pairs(memories, temperature, **blocks)
-    raise ValueError(f"unknown method {method!r}; expected 'ex-mcr' or 'c-mcr'")
+    chunks = list(iter_pseudo_pairs(method, memories, temperature, **blocks))
+    return {role: torch.cat([chunk[role] for chunk in chunks]) for role in PAIR_ROLES}
+
+
+# ---------------------------------------------------------------------------------------
+# On disk: one .npy per role, written chunk by chunk, read memory-mapped by the aligner.
+# ---------------------------------------------------------------------------------------
+def write_pseudo_pairs(
+    path: Path,
+    method: str,
+    memories: LeafMemories,
+    temperature: float = 0.01,
+    metadata: dict[str, Any] | None = None,
+    dtype: str = "float32",
+    chunk: int = 65536,
+    on_chunk: Callable[[int], None] | None = None,
+    **blocks: int,
+) -> dict[str, np.ndarray]:
+    """Build the pseudo pairs of ``method`` straight into ``path`` (a folder written beside
+    and renamed into place: it is complete or absent). Peak memory is one chunk."""
+    from mcrx.memory import write_json_atomic
+    from mcrx.tuning import retain_freed_memory
+
+    retain_freed_memory()
+    total = count_pseudo_pairs(method, memories)
+    widths = {"leaf_x": memories.leaf_x.shape[1], "leaf_bridge": memories.leaf_bridge.shape[1],
+              "parent_bridge": memories.parent_bridge.shape[1],
+              "parent_y": memories.parent_y.shape[1]}
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    arrays = {role: np.lib.format.open_memmap(tmp / f"{role}.npy", mode="w+", dtype=dtype,
+                                              shape=(total, widths[role]))
+              for role in PAIR_ROLES}
+    done = 0
+    for rows in iter_pseudo_pairs(method, memories, temperature, chunk, **blocks):
+        count = len(rows["leaf_x"])
+        for role in PAIR_ROLES:
+            arrays[role][done : done + count] = rows[role].numpy()
+        done += count
+        if on_chunk is not None:
+            on_chunk(count)
+    for array in arrays.values():
+        array.flush()
+    del arrays
+    write_json_atomic(tmp / "manifest.json", {**(metadata or {}), "method": method,
+                                              "count": total, "dtype": dtype})
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+    return read_pseudo_pairs(path)
+
+
+def read_pseudo_pairs(path: Path) -> dict[str, np.ndarray]:
+    """Memory-mapped (read-only) arrays of a pseudo-pair folder, one per role."""
+    return {role: np.load(path / f"{role}.npy", mmap_mode="r") for role in PAIR_ROLES}

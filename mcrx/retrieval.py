@@ -48,31 +48,32 @@ def soft_retrieve(
     for value in values:
         if value.shape[0] != keys.shape[0]:
             raise ValueError(f"values have {value.shape[0]} rows but keys have {keys.shape[0]}")
-    widths = [v.shape[1] for v in values]
-    stacked_values = torch.cat([v.float() for v in values], dim=1)  # (M, Σ d_j)
-    keys = keys.float()
-    queries = _normalize_rows(queries)
-    inv_tau = 1.0 / temperature
-    outputs = []
+    values = [v if v.dtype == torch.float32 else v.float() for v in values]  # no copies
+    keys = keys if keys.dtype == torch.float32 else keys.float()
+    # scale the (b, d) queries by 1/τ once instead of every (b, m) tile
+    queries = _normalize_rows(queries) * (1.0 / temperature)
+    outputs: list[list[torch.Tensor]] = [[] for _ in values]
     for q_start in range(0, queries.shape[0], query_block):
         q = queries[q_start : q_start + query_block]  # (b, d)
         running_max = torch.full((q.shape[0], 1), float("-inf"))  # (b, 1)
         running_sum = torch.zeros(q.shape[0], 1)  # (b, 1)
-        accumulated = torch.zeros(q.shape[0], stacked_values.shape[1])  # (b, Σ d_j)
+        accumulated = [torch.zeros(q.shape[0], v.shape[1]) for v in values]  # (b, d_j)
         for m_start in range(0, keys.shape[0], memory_block):
             k = keys[m_start : m_start + memory_block]  # (m, d)
-            v = stacked_values[m_start : m_start + memory_block]  # (m, Σ d_j)
-            logits = torch.mm(q, k.T).mul_(inv_tau)  # (b, m)
-            block_max = logits.amax(dim=1, keepdim=True)
-            new_max = torch.maximum(running_max, block_max)
+            logits = torch.mm(q, k.T)  # (b, m) = q·k/τ
+            new_max = torch.maximum(running_max, logits.amax(dim=1, keepdim=True))
             rescale = torch.exp(running_max - new_max)  # 0 on the first block
             weights = logits.sub_(new_max).exp_()  # (b, m), in place: one tile alive
             running_sum.mul_(rescale).add_(weights.sum(dim=1, keepdim=True))
-            accumulated.mul_(rescale).addmm_(weights, v)
+            for acc, value in zip(accumulated, values, strict=True):
+                acc.mul_(rescale).addmm_(weights, value[m_start : m_start + memory_block])
             running_max = new_max
-        outputs.append(accumulated.div_(running_sum))
-    result = torch.cat(outputs) if outputs else torch.zeros(0, stacked_values.shape[1])
-    return [_normalize_rows(part) for part in torch.split(result, widths, dim=1)]
+        for out, acc in zip(outputs, accumulated, strict=True):
+            out.append(_normalize_rows(acc.div_(running_sum)))
+    return [
+        torch.cat(out) if out else torch.zeros(0, value.shape[1])
+        for out, value in zip(outputs, values, strict=True)
+    ]
 
 
 def retrieve(queries: torch.Tensor, memory: torch.Tensor, temperature: float = 0.01, **blocks):

@@ -10,15 +10,15 @@ from mcrx.connectors import ConnectorSpec, ExMcrConnector, ExMcrParams
 from mcrx.losses import ExMcrLoss
 from mcrx.recipe import Training
 
-SPEC = ConnectorSpec(leaf_dim=8, parent_dim=6, bridge="text", leaf_modality="audio",
+SPEC = ConnectorSpec(leaf_dim=32, parent_dim=24, bridge="text", leaf_modality="audio",
                      parent_modality="image")
 
 
 def pairs(n: int = 512) -> dict[str, torch.Tensor]:
     """Pseudo pairs of a learnable world: parent rows are a fixed map of the leaf rows."""
     g = torch.Generator().manual_seed(0)
-    mapping = torch.randn(8, 6, generator=g)
-    leaf_x, leaf_bridge = (F.normalize(torch.randn(n, 8, generator=g), dim=-1) for _ in range(2))
+    mapping = torch.randn(32, 24, generator=g)
+    leaf_x, leaf_bridge = (F.normalize(torch.randn(n, 32, generator=g), dim=-1) for _ in range(2))
     return {"leaf_x": leaf_x, "leaf_bridge": leaf_bridge,
             "parent_y": F.normalize(leaf_x @ mapping, dim=-1),
             "parent_bridge": F.normalize(leaf_bridge @ mapping, dim=-1)}
@@ -34,8 +34,8 @@ def train(tmp_path, name: str, stop: int | None = None, epochs: int = 4):
 
 
 def test_training_lowers_the_loss(tmp_path):
-    _, result = train(tmp_path, "a", epochs=6)
-    assert result.steps == 6 * (512 // 64)
+    _, result = train(tmp_path, "a", epochs=10)
+    assert result.steps == 10 * (512 // 64)
     assert result.losses[-1][1] < 0.7 * result.losses[0][1]
 
 
