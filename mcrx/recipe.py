@@ -443,12 +443,14 @@ def check_recipe(
                            f"{registry.names('modality')}"))
 
     if chain_ok and len(known_spaces) == len(refs):
+        resolved = True
         for i, leaf in enumerate(recipe.leaves):
             try:
                 resolve_leaf_modalities(recipe, leaf, registry)
             except McrxError as exc:
                 errors.append((f"leaves.{i}", str(exc)))
-        if not errors:
+                resolved = False
+        if resolved:
             needs = needed_memories(recipe, registry)
             for modality, spaces in needs.items():
                 if modality not in recipe.memories:
