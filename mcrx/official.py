@@ -33,7 +33,7 @@ class OfficialSpaces:
     """Which mcrx spaces the released heads connect, and their params (weights files)."""
 
     clip: str = "clip/ViT-B-32"
-    clap: str = "clap/630k-fusion"
+    clap: str = "clap/630k-audioset-fusion"
     ulip: str = "ulip/pointbert"
     clip_params: dict | None = None
     clap_params: dict | None = None

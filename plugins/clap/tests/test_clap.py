@@ -17,6 +17,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import huggingface_hub.constants
 import numpy as np
 import pytest
 import soundfile
@@ -280,7 +281,6 @@ def test_roberta_text_encodes(space):
 def test_a_missing_tokenizer_is_refused(monkeypatch, tmp_path):
     """Offline, transformers 5 answers a tokenizer it cannot find with a 5-token stand-in:
     refused, with what to do."""
-    import huggingface_hub.constants
     from mcrx_clap.space import load_roberta_tokenizer
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))

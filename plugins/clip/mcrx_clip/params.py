@@ -44,7 +44,7 @@ def looks_like_path(value: str) -> bool:
 class ClipParams(BaseModel):
     """``params:`` of a ``clip/<architecture>`` space."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid")
 
     pretrained: str | None = Field(
         None,

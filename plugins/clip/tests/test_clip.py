@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from mcrx_clip.params import OPENAI_VIT_B32_URL, ClipParams
 from PIL import Image, features
 from pydantic import ValidationError
 
@@ -89,6 +88,8 @@ def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 # Registration and params
 # ---------------------------------------------------------------------------------------
 def test_family_is_registered():
+    from mcrx_clip.params import ClipParams
+
     spec = get_registry().space("clip/ViT-B-32")
     assert spec.name == "clip/*" and spec.plugin == "clip"
     assert spec.modalities == ("image", "text")
@@ -96,6 +97,8 @@ def test_family_is_registered():
 
 
 def test_missing_weights_file_fails_validation(tmp_path):
+    from mcrx_clip.params import OPENAI_VIT_B32_URL, ClipParams
+
     missing = tmp_path / "ViT-B-32.pt"
     with pytest.raises(ValidationError) as info:
         ClipParams.model_validate({"pretrained": str(missing)})
