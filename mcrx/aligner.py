@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Sampler
 
 from mcrx.console import console, progress, rate_text
+from mcrx.distributed import batchnorm_across_processes, gather_rows, local_rows, world_size
+from mcrx.errors import McrxError
 from mcrx.recipe import Training
 
 CHECKPOINT_PREFIX = "step-"
@@ -91,11 +93,15 @@ class EpochShuffleSampler(Sampler[int]):
 
 
 def add_noise(x: torch.Tensor, variance: float, generator: torch.Generator) -> torch.Tensor:
-    """Semantic completion: ``normalize(x + ε)``, ε ~ N(0, σ²·I), drawn afresh every step."""
+    """Semantic completion: ``normalize(x + ε)``, ε ~ N(0, σ²·I), drawn afresh every step.
+
+    Under several processes the noise is drawn for the whole batch and each process keeps
+    its own rows, so N processes add exactly the noise one process would."""
     if variance <= 0:
         return F.normalize(x, dim=-1)
-    noise = torch.randn(x.shape, generator=generator, dtype=x.dtype) * math.sqrt(variance)
-    return F.normalize(x + noise.to(x.device), dim=-1)
+    shape = (x.shape[0] * world_size(), *x.shape[1:])
+    noise = local_rows(torch.randn(shape, generator=generator, dtype=x.dtype), x.shape[0])
+    return F.normalize(x + noise.to(x.device) * math.sqrt(variance), dim=-1)
 
 
 @dataclass
@@ -130,6 +136,7 @@ def _save_checkpoint(accelerator, directory: Path, step: int, fingerprint: str, 
         directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / f".tmp-{CHECKPOINT_PREFIX}{step:09d}"
     accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()  # every process has written its part
     if accelerator.is_main_process:
         (tmp / STATE_FILE).write_text(json.dumps({"step": step, "fingerprint": fingerprint}))
         if final.exists():
@@ -165,8 +172,16 @@ def align(
 
     # split_batches: every process takes its share of each batch, so the effective batch
     # (and the schedule) is the recipe's, whatever the number of processes.
-    accelerator = Accelerator(dataloader_config=DataLoaderConfiguration(split_batches=True))
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(),
+        dataloader_config=DataLoaderConfiguration(split_batches=True),
+    )
     noised_roles = tuple(getattr(connector, "noised_roles", ()))
+    if accelerator.num_processes > 1:
+        if training.batch_size % accelerator.num_processes:
+            raise McrxError(f"training.batch_size ({training.batch_size}) must be a multiple "
+                            f"of the number of processes ({accelerator.num_processes})")
+        batchnorm_across_processes(connector)  # statistics over the whole batch
 
     # -- data: a fixed permutation per epoch, dropping a ragged last batch (BatchNorm) ----
     dataset = PseudoPairDataset(pairs)
@@ -219,7 +234,9 @@ def align(
                     for role, rows in batch.items()
                 }
                 outputs = connector(batch)
-                loss, parts = loss_fn(outputs, batch)
+                # every process computes the loss of the WHOLE batch (all negatives)
+                outputs = {name: gather_rows(rows) for name, rows in outputs.items()}
+                loss, parts = loss_fn(outputs, {r: gather_rows(v) for r, v in batch.items()})
                 accelerator.backward(loss)
                 optimizer.step()
                 scheduler.step()
@@ -236,6 +253,6 @@ def align(
                     result.seconds = time.perf_counter() - began
                     return result
     _save_checkpoint(accelerator, checkpoint_dir, step, fingerprint)
-    accelerator.unwrap_model(connector).eval()
+    connector = accelerator.unwrap_model(connector).eval()
     result.seconds = time.perf_counter() - began
     return result

@@ -98,6 +98,8 @@ def extend(
 
     loaded, registry = _load(recipe, set_)
     metrics = run_extend(loaded, registry, show_progress=progress, workers=workers)
+    if not metrics:  # another process of a distributed launch: the main one reports
+        return
     if json_output:
         print(json.dumps(metrics, indent=2))
     else:

@@ -52,6 +52,16 @@ class Run:
     workers: int = 0
     spaces: dict[str, Any] = field(default_factory=dict)
     encoded: int = 0  # items encoded in this run (0 when every memory came from the cache)
+    state: Any = None  # accelerate.PartialState: this process among those launched
+
+    def __post_init__(self) -> None:
+        if self.state is None:
+            from mcrx.distributed import process_state
+
+            self.state = process_state()
+        if not self.state.is_main_process:  # one process speaks for all
+            console.quiet = True
+            self.show_progress = False
 
     @property
     def out(self) -> Path:
@@ -244,6 +254,8 @@ def build_pairs(run: Run, memories) -> dict[str, tuple[dict[str, Any], str]]:
                     metadata={"fingerprint": fingerprint, "leaf": leaf.space},
                     query_block=recipe.retrieval.query_block,
                     memory_block=recipe.retrieval.memory_block, on_chunk=advance,
+                    rank=run.state.process_index, world=run.state.num_processes,
+                    barrier=run.state.wait_for_everyone,
                 )
             console.print(f"  {leaf.space} → {recipe.parent_of(leaf)}: {total:,} pseudo pairs "
                           f"in {time.perf_counter() - began:.1f} s")
@@ -304,7 +316,9 @@ def train_connectors(run: Run, pairs, stop_after_steps: int | None = None):
             )
             if stop_after_steps is not None and result.steps > stop_after_steps:
                 raise McrxError(f"stopped after {stop_after_steps} steps as asked")
-            _save_tensors(path, connector.state_dict(), {"fingerprint": fingerprint})
+            if run.state.is_main_process:
+                _save_tensors(path, connector.state_dict(), {"fingerprint": fingerprint})
+            run.state.wait_for_everyone()
             reports[leaf.space] = {"resumed_from": result.resumed_from,
                                    "seconds": round(result.seconds, 2),
                                    "steps": result.steps, "final_loss": result.final_loss}
@@ -409,12 +423,18 @@ def extend(
     began = time.perf_counter()
     run = Run(recipe, registry, show_progress=show_progress, workers=workers)
     run.out.mkdir(parents=True, exist_ok=True)
-    (run.out / "recipe.json").write_text(json.dumps(recipe.model_dump(mode="json"), indent=2))
+    if run.state.is_main_process:
+        write_json_atomic(run.out / "recipe.json", recipe.model_dump(mode="json"))
 
-    memories = encode_memories(run)
-    evaluation_sets = encode_evaluation(run)
-    pairs = build_pairs(run, memories)
-    connectors, training_report = train_connectors(run, pairs, stop_after_steps)
+    # Encoding: the main process fills the embedding cache, the others then read it.
+    with run.state.main_process_first():
+        memories = encode_memories(run)
+        evaluation_sets = encode_evaluation(run)
+    pairs = build_pairs(run, memories)  # queries shared among processes
+    connectors, training_report = train_connectors(run, pairs, stop_after_steps)  # DDP
+    if not run.state.is_main_process:  # evaluation and writing: the main process only
+        run.state.wait_for_everyone()
+        return {}
     target = next(iter(connectors.values())).target
 
     console.rule("[bold]4 · evaluation")
@@ -451,4 +471,5 @@ def extend(
     from mcrx.report import write_report
 
     write_report(metrics, run.out / "report.md")
+    run.state.wait_for_everyone()
     return metrics

@@ -140,10 +140,16 @@ def write_pseudo_pairs(
     dtype: str = "float32",
     chunk: int = 65536,
     on_chunk: Callable[[int], None] | None = None,
+    rank: int = 0,
+    world: int = 1,
+    barrier: Callable[[], None] = lambda: None,
     **blocks: int,
 ) -> dict[str, np.ndarray]:
     """Build the pseudo pairs of ``method`` straight into ``path`` (a folder written beside
-    and renamed into place: it is complete or absent). Peak memory is one chunk."""
+    and renamed into place: it is complete or absent). Peak memory is one chunk.
+
+    Under several processes (``rank`` of ``world``, with a ``barrier``) the chunks are shared
+    round-robin and every process writes its rows into the same pre-allocated files."""
     from mcrx.memory import write_json_atomic
     from mcrx.tuning import retain_freed_memory
 
@@ -152,30 +158,47 @@ def write_pseudo_pairs(
     widths = {"leaf_x": memories.leaf_x.shape[1], "leaf_bridge": memories.leaf_bridge.shape[1],
               "parent_bridge": memories.parent_bridge.shape[1],
               "parent_y": memories.parent_y.shape[1]}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    arrays = {role: np.lib.format.open_memmap(tmp / f"{role}.npy", mode="w+", dtype=dtype,
-                                              shape=(total, widths[role]))
-              for role in PAIR_ROLES}
-    done = 0
-    for rows in iter_pseudo_pairs(method, memories, temperature, chunk, **blocks):
+    tmp = path.with_name(f".{path.name}.tmp")
+    if rank == 0:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        for role in PAIR_ROLES:
+            np.lib.format.open_memmap(tmp / f"{role}.npy", mode="w+", dtype=dtype,
+                                      shape=(total, widths[role])).flush()
+    barrier()
+    arrays = {role: np.load(tmp / f"{role}.npy", mmap_mode="r+") for role in PAIR_ROLES}
+    for start, rows in _my_chunks(method, memories, temperature, chunk, rank, world, **blocks):
         count = len(rows["leaf_x"])
         for role in PAIR_ROLES:
-            arrays[role][done : done + count] = rows[role].numpy()
-        done += count
+            arrays[role][start : start + count] = rows[role].numpy()
         if on_chunk is not None:
-            on_chunk(count)
+            on_chunk(min(count * world, total))  # the others advance alongside
     for array in arrays.values():
         array.flush()
     del arrays
-    write_json_atomic(tmp / "manifest.json", {**(metadata or {}), "method": method,
-                                              "count": total, "dtype": dtype})
-    if path.exists():
-        shutil.rmtree(path)
-    os.replace(tmp, path)
+    barrier()
+    if rank == 0:
+        write_json_atomic(tmp / "manifest.json", {**(metadata or {}), "method": method,
+                                                  "count": total, "dtype": dtype})
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    barrier()
     return read_pseudo_pairs(path)
+
+
+def _my_chunks(method, memories, temperature, chunk, rank, world, **blocks):
+    """(first row, pairs) of the chunks this process computes: every world-th chunk."""
+    offset, index = 0, 0
+    for pool, queries in _pools(method):
+        size = len(getattr(memories, queries))
+        for start in range(0, size, chunk):
+            if index % world == rank:
+                rows = pool(memories, slice(start, start + chunk), temperature, **blocks)
+                yield offset + start, rows
+            index += 1
+        offset += size
 
 
 def read_pseudo_pairs(path: Path) -> dict[str, np.ndarray]:

@@ -1,0 +1,55 @@
+"""Two CPU processes (torchrun, gloo) give the result of one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import mcrx
+from mcrx.pipeline import extend
+from mcrx.plugins import get_registry
+from mcrx.recipe import load_recipe
+
+
+@pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None
+                    and shutil.which("torchrun") is None, reason="torchrun not installed")
+def test_two_processes_match_one(tmp_path, cache_dir, make_small_recipe):
+    recipes = {}
+    for name in ("one", "two"):
+        raw = make_small_recipe("demo.yaml", tmp_path / name)
+        raw["training"] = {"batch_size": 256, "epochs": 2, "checkpoint_every": 1000}
+        recipes[name] = tmp_path / f"{name}.yaml"
+        recipes[name].write_text(yaml.safe_dump(raw))
+    registry = get_registry()
+    one = extend(load_recipe(recipes["one"], registry=registry), registry, show_progress=False)
+
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
+    env = {**os.environ, "MCRX_CACHE_DIR": str(cache_dir), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([torchrun, "--nproc-per-node", "2", "-m", "mcrx", "extend",
+                           str(recipes["two"]), "--no-progress"], env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
+
+    for pair, values in one["retrieval"].items():
+        assert two["retrieval"][pair]["R@1"] == pytest.approx(values["R@1"], abs=0.01), pair
+    for leaf, report in one["training"].items():
+        assert two["training"][leaf]["final_loss"] == pytest.approx(report["final_loss"],
+                                                                     rel=1e-3)
+    # the unified embeddings agree to floating-point tolerance (Adam amplifies rounding
+    # differences of the all-reduced BatchNorm statistics a little)
+    model_one, model_two = mcrx.load(tmp_path / "one" / "model"), mcrx.load(tmp_path / "two" /
+                                                                           "model")
+    dataset = registry.dataset("toy/world").build(params={"split": "eval", "count": 200})
+    for modality in ("audio", "pointcloud"):
+        a = model_one.embed(modality, dataset.items(modality))
+        b = model_two.embed(modality, dataset.items(modality))
+        assert torch.sum(a * b, dim=1).min() > 0.9999, modality
