@@ -122,7 +122,9 @@ def embed_source(run: Run, source: DataSource, modality: str, space_name: str, w
 
     encoder = run.space(space_name).encoder(modality)
     items, source_fingerprint, labels = _source_items(run, source, modality, encoder)
-    key = fingerprint_of(encoder.fingerprint(), source_fingerprint)
+    dtype = run.recipe.memory_dtype
+    key = fingerprint_of(encoder.fingerprint(), source_fingerprint,
+                         *([dtype] if dtype != "float32" else []))
     path = cache_root() / "embeddings" / slug(space_name) / modality / key
     memory = Memory(path) if (path / "manifest.json").is_file() else None
     if memory is None or not memory.complete:
@@ -130,7 +132,7 @@ def embed_source(run: Run, source: DataSource, modality: str, space_name: str, w
                 "encoder_fingerprint": encoder.fingerprint(),
                 "source_fingerprint": source_fingerprint}
         memory, encoded = encode_to_memory(
-            encoder, items, path, meta, workers=run.workers,
+            encoder, items, path, meta, workers=run.workers, dtype=dtype,
             description=f"encode {what} ({space_name})", show_progress=run.show_progress,
         )
         run.encoded += encoded
@@ -249,9 +251,22 @@ def build_pairs(run: Run, memories) -> dict[str, tuple[dict[str, Any], str]]:
                     bar.update(task, advance=count, rate=rate_text(
                         done[0], time.perf_counter() - began, "rows"))
 
+                metadata = {"fingerprint": fingerprint, "leaf": leaf.space,
+                            "retrieval": recipe.retrieval.model_dump()}
+                top_k = recipe.retrieval.k if recipe.retrieval.mode == "top-k" else None
+                if top_k is not None:
+                    from mcrx.retrieval import deviation_from_exact
+
+                    deviation = deviation_from_exact(mems.leaf_bridge, mems.leaf_x,
+                                                     recipe.retrieval.temperature, top_k)
+                    metadata["top_k_deviation"] = deviation
+                    console.print(f"  top-{top_k} retrieval vs exact: mean cosine "
+                                  f"{deviation['mean_cosine']:.5f}, min "
+                                  f"{deviation['min_cosine']:.5f} "
+                                  f"({deviation['sample']} queries)")
                 pairs = write_pseudo_pairs(
                     path, recipe.method, mems, recipe.retrieval.temperature,
-                    metadata={"fingerprint": fingerprint, "leaf": leaf.space},
+                    metadata=metadata, top_k=top_k,
                     query_block=recipe.retrieval.query_block,
                     memory_block=recipe.retrieval.memory_block, on_chunk=advance,
                     rank=run.state.process_index, world=run.state.num_processes,

@@ -137,6 +137,13 @@ class Training(StrictModel):
 
 class Retrieval(StrictModel):
     temperature: float = Field(0.01, gt=0, description="τ1, softmax temperature of retrieval")
+    mode: Literal["exact", "top-k"] = Field(
+        "exact",
+        description="'exact': softmax over the whole memory (the papers); 'top-k': over each "
+        "query's k nearest rows only (faster for very large memories; the cosine to the exact "
+        "result is measured on a sample and reported)",
+    )
+    k: int = Field(256, gt=0, description="rows kept per query in 'top-k' mode")
     query_block: int = Field(4096, gt=0, description="queries per block (bounds memory use)")
     memory_block: int = Field(16384, gt=0, description="memory rows per block")
 
@@ -160,6 +167,10 @@ class Recipe(StrictModel):
     retrieval: Retrieval = Field(default_factory=Retrieval, description="pseudo-pair settings")
     baseline: Literal["lstsq", "procrustes", "none"] = Field(
         "lstsq", description="closed-form linear baseline fitted on the bridge alone"
+    )
+    memory_dtype: Literal["float32", "float16"] = Field(
+        "float32", description="how encoded memories are stored in the cache (float16 halves "
+        "the disk and page-cache footprint of paper-scale memories; rows are read as float32)"
     )
     output: Path | None = Field(None, description="output folder (default: runs/<name>)")
     seed: int = Field(0, description="seed of every random draw")

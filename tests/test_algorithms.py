@@ -231,3 +231,25 @@ def test_noise_has_the_stated_variance_and_renormalises():
     raw = torch.randn(x.shape, generator=torch.Generator().manual_seed(0)) * math.sqrt(0.004)
     assert raw.var().item() == pytest.approx(0.004, rel=0.02)
     torch.testing.assert_close(noised, F.normalize(x + raw, dim=-1))
+
+
+def test_top_k_retrieval_is_exact_when_k_covers_the_memory_and_close_otherwise():
+    from mcrx.retrieval import deviation_from_exact, top_k_retrieve
+
+    queries, memory = unit(40, 16, seed=30), unit(300, 16, seed=31)
+    (full,) = top_k_retrieve(queries, memory, [memory], 0.05, k=300, memory_block=64)
+    torch.testing.assert_close(full, dense_retrieve(queries, memory, memory, 0.05),
+                               atol=1e-5, rtol=1e-5)
+    (few,) = soft_retrieve(queries, memory, None, 0.01, memory_block=64, top_k=32)
+    exact = dense_retrieve(queries, memory, memory, 0.01)
+    assert (few * exact).sum(1).min() > 0.98
+    deviation = deviation_from_exact(queries, memory, 0.01, k=32)
+    assert deviation["mean_cosine"] == pytest.approx(float((few * exact).sum(1).mean()),
+                                                     abs=1e-5)
+
+
+def test_top_k_pseudo_pairs_stay_close_to_exact():
+    mem = memories()
+    pairs = build_pseudo_pairs("ex-mcr", mem, 0.01, top_k=8)
+    exact = build_pseudo_pairs("ex-mcr", mem, 0.01)
+    assert (pairs["parent_y"] * exact["parent_y"]).sum(1).mean() > 0.95
