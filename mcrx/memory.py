@@ -189,7 +189,7 @@ class ResolvedSource:
     embeddings_file: Path | None = None
 
 
-def _files_fingerprint(paths: Sequence[Any]) -> str:
+def files_fingerprint(paths: Sequence[Any]) -> str:
     stats = []
     for path in paths:
         try:

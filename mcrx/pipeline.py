@@ -88,12 +88,12 @@ def _source_items(run: Run, source: DataSource, modality: str, encoder) -> tuple
         fingerprint = fingerprint_of(source.dataset, source.params, dataset.fingerprint())
         labels = dataset.labels(modality)
     else:
-        from mcrx.memory import _files_fingerprint
+        from mcrx.memory import files_fingerprint
 
         items = encoder.read_inputs(source.inputs)
         is_files = len(items) and isinstance(items[0], str)
         fingerprint = fingerprint_of(
-            str(source.inputs), _files_fingerprint(items if is_files else [source.inputs])
+            str(source.inputs), files_fingerprint(items if is_files else [source.inputs])
         )
         labels = None
     if source.labels is not None:
