@@ -91,10 +91,9 @@ def _source_items(run: Run, source: DataSource, modality: str, encoder) -> tuple
         from mcrx.memory import files_fingerprint
 
         items = encoder.read_inputs(source.inputs)
-        is_files = len(items) and isinstance(items[0], str)
-        fingerprint = fingerprint_of(
-            str(source.inputs), files_fingerprint(items if is_files else [source.inputs])
-        )
+        # a folder: every file's size and time; a file (.txt, .npy): the file itself
+        listed = items if Path(source.inputs).is_dir() else [source.inputs]
+        fingerprint = fingerprint_of(str(source.inputs), files_fingerprint(listed))
         labels = None
     if source.labels is not None:
         labels = read_labels(source.labels)

@@ -129,3 +129,27 @@ def test_cmcr_end_to_end(write_recipe):
     assert model.target == "new"
     dataset = registry.dataset("toy/world").build(params={"split": "eval", "count": 3})
     assert model.embed("image", dataset.items("image")).shape == (3, model.dim)
+
+
+def test_file_inputs_are_encoded_once_and_again_when_the_file_changes(exmcr_run, tmp_path):
+    """``inputs: file.npy`` (raw vectors): cached by the file's size and time."""
+    import os
+
+    from mcrx.pipeline import Run, embed_source
+    from mcrx.recipe import DataSource
+
+    recipe, _ = exmcr_run
+    registry = get_registry()
+    dataset = registry.dataset("toy/world").build(params={"split": "memory", "count": 50})
+    np.save(tmp_path / "audio.npy", dataset.items("audio"))
+    run = Run(recipe, registry, show_progress=False)
+    source = DataSource(inputs=tmp_path / "audio.npy")
+    first = embed_source(run, source, "audio", "toy/clap", "audio")
+    assert run.encoded == 50
+    again = embed_source(run, source, "audio", "toy/clap", "audio")
+    assert run.encoded == 50 and torch.equal(first.rows, again.rows)
+    expected = run.space("toy/clap").encoder("audio").encode(dataset.items("audio"))
+    torch.testing.assert_close(first.rows, expected)
+    os.utime(tmp_path / "audio.npy", ns=(1, 1))  # the file changed: encode again
+    embed_source(run, source, "audio", "toy/clap", "audio")
+    assert run.encoded == 100
