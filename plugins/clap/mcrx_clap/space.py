@@ -122,8 +122,8 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
         try:
             content = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
         except pickle.UnpicklingError:
-            # the release files pickle training state beside the weights (laion_clap itself
-            # loads them with weights_only=False): only for files from a trusted source
+            # a checkpoint that pickles more than tensors (training state): laion_clap
+            # itself always loads with weights_only=False; only for trusted files
             log.warning("%s holds more than tensors; loading it with weights_only=False", path)
             content = torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
     except Exception as exc:  # any reader failure means an unusable file: say which
@@ -307,7 +307,7 @@ class ClapAudioEncoder(Encoder):
     def encode_prepared(self, prepared: list[Any]) -> torch.Tensor:
         if not prepared:
             return torch.empty(0, self.dim)
-        with torch.inference_mode():
+        with torch.no_grad():
             rows = self.space.model.get_audio_embedding(prepared)  # normalised by laion_clap
         return rows.float().cpu()
 
@@ -383,7 +383,7 @@ class ClapTextEncoder(Encoder):
         if not prepared:
             return torch.empty(0, self.dim)
         model = self.space.model
-        with torch.inference_mode():
+        with torch.no_grad():
             if self.tokenizer is None:
                 tokens = torch.stack(prepared).to(self.space.device)
                 rows = F.normalize(model.encode_text(tokens, device=self.space.device), dim=-1)

@@ -83,8 +83,8 @@ def is_torchscript(path: Path) -> bool:
 
 
 def checkpoint_keys(path: Path) -> set[str]:
-    """The entry names of a weights file, read without loading the tensors where the format
-    allows (safetensors headers, memory-mapped torch zip files)."""
+    """The entry names of a weights file (not a TorchScript archive), read without loading
+    the tensors where the format allows (safetensors headers, memory-mapped torch zips)."""
     suffix = path.suffix.lower()
     try:
         if suffix == ".safetensors":
@@ -94,8 +94,6 @@ def checkpoint_keys(path: Path) -> set[str]:
                 return set(handle.keys())
         if suffix == ".npz":
             return set(np.load(path, allow_pickle=False).files)
-        if is_torchscript(path):
-            return set(torch.jit.load(str(path), map_location="cpu").state_dict())
         content = torch.load(
             path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path)
         )
@@ -462,7 +460,7 @@ class ClipImageEncoder(Encoder):
         if not prepared:
             return torch.empty(0, self.dim)
         pixels = torch.stack(prepared).to(self.space.device)
-        with torch.inference_mode():
+        with torch.no_grad():
             features = self.space.model.encode_image(pixels)
         return F.normalize(features.float(), dim=-1).cpu()
 
@@ -506,7 +504,7 @@ class ClipTextEncoder(Encoder):
         if not prepared:
             return torch.empty(0, self.dim)
         tokens = torch.stack(prepared).to(self.space.device)
-        with torch.inference_mode():
+        with torch.no_grad():
             features = self.space.model.encode_text(tokens)
         return F.normalize(features.float(), dim=-1).cpu()
 

@@ -291,6 +291,23 @@ def test_weights_file_round_trip(space, config_file, image_files, tmp_path, suff
     assert from_folder.fingerprint() == loaded.fingerprint() != space.fingerprint()
 
 
+def test_release_folder_config_is_honoured(space, config_file, tmp_path):
+    """A Hub-style release folder: weights beside an open_clip_config.json whose model_cfg
+    and preprocess_cfg say how the weights were trained."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in space.model.state_dict().items()},
+              tmp_path / "open_clip_model.safetensors")
+    (tmp_path / "open_clip_config.json").write_text(json.dumps({
+        "model_cfg": {**TINY_CONFIG, "quick_gelu": True},
+        "preprocess_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]},
+    }))
+    loaded = build(config_file, pretrained=str(tmp_path))
+    assert loaded.quick_gelu is True and _quick_gelu_layers(loaded) > 0
+    assert tuple(loaded.model.visual.preprocess_cfg["mean"]) == (0.5, 0.5, 0.5)
+    assert loaded.encoder("image").fingerprint() != space.encoder("image").fingerprint()
+
+
 def _openai_state(space) -> dict[str, torch.Tensor]:
     """The model's weights as OpenAI's checkpoints hold them: half precision plus the
     input_resolution / context_length / vocab_size entries."""
