@@ -3,6 +3,7 @@ modalities, the papers' connectors and losses. Imports without torch."""
 
 from __future__ import annotations
 
+from mcrx.connector_params import CMcrParams, ExMcrParams, LinearParams
 from mcrx.hookspecs import hookimpl
 
 STANDARD_MODALITIES = {
@@ -37,33 +38,13 @@ def _linear_connector(spec, params):
     return LinearConnector(spec, params)
 
 
-def _connector_params(name: str):
-    from mcrx import connectors
-
-    return {"ex-mcr": connectors.ExMcrParams, "c-mcr": connectors.CMcrParams,
-            "linear": connectors.LinearParams}[name]
-
-
-class _LazyParams:
-    """Defer importing torch until a recipe's params are validated."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def model_validate(self, value):
-        return _connector_params(self.name).model_validate(value)
-
-    def model_json_schema(self):
-        return _connector_params(self.name).model_json_schema()
-
-
 @hookimpl
 def register_connectors(register):
-    register("ex-mcr", _exmcr_connector, params=_LazyParams("ex-mcr"),
+    register("ex-mcr", _exmcr_connector, params=ExMcrParams,
              description="Ex-MCR: identity-initialised f_l + MLP f_m into the frozen parent")
-    register("c-mcr", _cmcr_connector, params=_LazyParams("c-mcr"),
+    register("c-mcr", _cmcr_connector, params=CMcrParams,
              description="C-MCR: one projector per space into a new space")
-    register("linear", _linear_connector, params=_LazyParams("linear"),
+    register("linear", _linear_connector, params=LinearParams,
              description="closed-form linear map fitted on the bridge (baseline)")
 
 

@@ -18,8 +18,9 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
+
+from mcrx.connector_params import CMcrParams, ExMcrParams, LinearParams
 
 
 @dataclass
@@ -97,12 +98,6 @@ def _xavier_(module: nn.Module) -> None:
 # ---------------------------------------------------------------------------------------
 # Ex-MCR
 # ---------------------------------------------------------------------------------------
-class ExMcrParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    hidden_dim: int = Field(1024, gt=0, description="width of the f_m MLP blocks")
-    blocks: int = Field(2, ge=1, description="number of MLP blocks in f_m (papers: 2)")
-
-
 class ExMcrConnector(Connector):
     """Leaf → parent (frozen). â = f_m(f_l(x̃)),  b̂ = f_m(b̃^L)."""
 
@@ -144,18 +139,6 @@ class ExMcrConnector(Connector):
 # ---------------------------------------------------------------------------------------
 # C-MCR
 # ---------------------------------------------------------------------------------------
-class CMcrParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    layout: Literal["mlp", "half"] = Field(
-        "mlp",
-        description="'mlp': Linear+BN+ReLU → Linear+BN (CLIP–CLAP); "
-        "'half': one Linear+BN+ReLU (CLIP–ULIP)",
-    )
-    hidden_dim: int = Field(1024, gt=0, description="hidden width of the 'mlp' layout")
-    out_dim: int | None = Field(None, gt=0, description="dimension of the new space "
-                                "(default: the parent's)")
-
-
 class CMcrConnector(Connector):
     """Both spaces → a new space: ``parent_projector`` and ``leaf_projector``."""
 
@@ -201,13 +184,6 @@ class CMcrConnector(Connector):
 # ---------------------------------------------------------------------------------------
 # Closed-form linear baseline
 # ---------------------------------------------------------------------------------------
-class LinearParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    solver: Literal["lstsq", "procrustes"] = Field(
-        "lstsq", description="least squares, or orthogonal Procrustes (a rotation)"
-    )
-
-
 class LinearConnector(Connector):
     """x ↦ normalize(x·W), W fitted in closed form on the bridge memory alone
     (B^L·W ≈ B^P). The bar every trained connector should beat."""

@@ -170,9 +170,13 @@ def test_disable_knobs(monkeypatch, fresh_plugins):
 
 
 def test_core_and_plugin_hook_modules_import_without_torch():
-    code = ("import sys, mcrx, mcrx.plugins, mcrx.recipe; mcrx.plugins.get_registry(); "
+    code = ("import sys, mcrx, mcrx.plugins, mcrx.recipe; registry = mcrx.plugins.get_registry(); "
+            "mcrx.recipe.load_recipe('recipes/demo.yaml', registry=registry); "
+            "mcrx.recipe.check_recipe(mcrx.recipe.load_recipe('recipes/audio_3d.yaml'), registry); "
             "assert 'torch' not in sys.modules, 'torch was imported'")
-    subprocess.run([sys.executable, "-c", code], check=True)
+    from pathlib import Path
+
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent.parent)
 
 
 def test_every_hook_is_documented_for_plugin_authors():
