@@ -3,12 +3,13 @@ laion_clap, so ``mcrx validate`` checks a recipe instantly."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from mcrx.runtime import check_device_name
 
 #: where LAION-AI/CLAP's README points for its checkpoints
 RELEASE_URL = "https://huggingface.co/lukewys/laion_clap/tree/main"
@@ -50,7 +51,6 @@ _WHERE_TO_GET = (
     + ", ".join(f"clap/{name}: {preset.checkpoint}" for name, preset in PRESETS.items())
     + ")"
 )
-_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps|xpu(:\d+)?)$")
 
 
 def _is_local_path(value: str) -> bool:
@@ -134,6 +134,4 @@ class ClapParams(BaseModel):
     @field_validator("device")
     @classmethod
     def _known_device(cls, value: str) -> str:
-        if not _DEVICE.match(value):
-            raise ValueError(f"unknown device {value!r} (cpu, cuda, cuda:N, mps)")
-        return value
+        return check_device_name(value)

@@ -26,6 +26,7 @@ from transformers import RobertaConfig, RobertaModel, RobertaTokenizer
 
 from mcrx import Encoder, McrxError, Space, fingerprint_of
 from mcrx.inputs import read_inputs
+from mcrx.runtime import torch_device
 from mcrx_clap._laion import (
     clap_model,
     clap_module,
@@ -170,15 +171,6 @@ def _some(keys: list[str], shown: int = 5) -> str:
 # ---------------------------------------------------------------------------------------
 # Building
 # ---------------------------------------------------------------------------------------
-def _device(name: str) -> torch.device:
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise McrxError(f"device {name!r}: CUDA is not available here (use device: cpu)")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise McrxError(f"device {name!r}: MPS is not available here (use device: cpu)")
-    return device
-
-
 def _decide_fusion(full_name: str, preset: Preset | None, params: ClapParams,
                    state: dict[str, torch.Tensor] | None) -> bool:
     in_checkpoint = has_fusion_layers(state) if state is not None else None
@@ -200,7 +192,7 @@ def build_space(full_name: str, params: ClapParams) -> ClapSpace:
     """Build ``clap/<model>``: the named release's architecture (or params'), filled with
     the checkpoint's weights, or seeded random weights when ``random_weights`` is set."""
     preset = PRESETS.get(full_name.partition("/")[2])
-    device = _device(params.device)
+    device = torch_device(params.device)
     state = read_checkpoint(params.checkpoint) if params.checkpoint is not None else None
     fusion = _decide_fusion(full_name, preset, params, state)
     amodel = params.amodel or (preset.amodel if preset else DEFAULT_AMODEL)

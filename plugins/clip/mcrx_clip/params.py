@@ -8,6 +8,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from mcrx.runtime import check_device_name
+
 #: suffixes of weight files open_clip reads (``.npz`` is big_vision's SigLIP format)
 WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz")
 
@@ -24,7 +26,6 @@ _WHERE_TO_GET = (
     "print(open_clip.list_pretrained())\"` lists the tags)"
 )
 
-_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps|xpu(:\d+)?)$")
 _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+\-]*$")
 
 
@@ -109,6 +110,4 @@ class ClipParams(BaseModel):
     @field_validator("device")
     @classmethod
     def _known_device(cls, value: str) -> str:
-        if not _DEVICE.match(value):
-            raise ValueError(f"unknown device {value!r} (cpu, cuda, cuda:N, mps)")
-        return value
+        return check_device_name(value)

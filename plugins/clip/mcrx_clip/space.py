@@ -23,6 +23,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mcrx import Encoder, McrxError, Space, fingerprint_of
 from mcrx.inputs import read_inputs
+from mcrx.runtime import torch_device
 from mcrx_clip.params import WEIGHT_SUFFIXES, ClipParams, looks_like_path
 
 log = logging.getLogger("mcrx.clip")
@@ -208,15 +209,6 @@ def _register_config(arch: str, path: Path) -> None:
     open_clip.add_model_config(path)
 
 
-def _device(name: str) -> torch.device:
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise McrxError(f"device {name!r}: CUDA is not available here (use device: cpu)")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise McrxError(f"device {name!r}: MPS is not available here (use device: cpu)")
-    return device
-
-
 def _activation_kwargs(model_cfg: dict[str, Any], quick_gelu: bool) -> dict[str, Any]:
     # force_quick_gelu also marks the config, so open_clip's own tag check stays quiet;
     # turning it off for a *-quickgelu architecture needs the constructor keyword
@@ -236,7 +228,7 @@ def build_space(full_name: str, params: ClipParams) -> ClipSpace:
         known = ", ".join(open_clip.list_models()[:12])
         raise McrxError(f"{full_name}: open_clip has no architecture {arch!r} (e.g. {known}, "
                         "...; a custom one needs `model_config:`)")
-    device = _device(params.device)
+    device = torch_device(params.device)
     weights = resolve_weights(arch, params.pretrained)
     if params.quick_gelu is not None:
         quick_gelu, why = params.quick_gelu, "set in params"

@@ -11,6 +11,13 @@ import sys
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+from pydantic import ValidationError
+
+from mcrx import McrxError
+from mcrx.builtin import register_modalities
+from mcrx.recipe import check_recipe, parse_recipe
+from mcrx.registry import ComponentSpec, Registry
 from mcrx_ulip import plugin
 from mcrx_ulip.model import (
     Ulip2,
@@ -24,13 +31,6 @@ from mcrx_ulip.params import PointBertParams
 from mcrx_ulip.pointbert import PointBERT, farthest_point_sample, group_points, knn
 from mcrx_ulip.pointclouds import normalize, prepare_cloud, read_npy, resample
 from mcrx_ulip.space import UlipSpace, prepare_image
-from PIL import Image
-from pydantic import ValidationError
-
-from mcrx import McrxError
-from mcrx.builtin import register_modalities
-from mcrx.recipe import check_recipe, parse_recipe
-from mcrx.registry import ComponentSpec, Registry
 
 SMALL = dict(depth=2, width=48, heads=6, groups=32, group_size=8, npoints=256,
              image_depth=1, text_depth=1, batch_size=2, device="cpu")
