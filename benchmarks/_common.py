@@ -1,0 +1,175 @@
+"""Helpers shared by the benchmark scripts (not a benchmark itself).
+
+The machine these run on is shared and noisy, so every ratio is measured in the SAME process
+as the work it judges: a plain ``torch.mm`` yardstick right before and right after the
+measured work, same thread count, float32. Each script prints human-readable lines and, as
+its LAST line, one JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+
+GIB = 2**30
+
+
+def mm_yardstick(n: int = 4096, seconds: float = 2.0, min_reps: int = 2) -> dict:
+    """FLOP/s of a plain ``torch.mm`` of two n×n float32 matrices, repeated for ``seconds``.
+
+    Returns the median, best and time-averaged rate (GFLOP/s) over the repetitions; the
+    median is the yardstick used for ratios (robust to one rep stalled by another job)."""
+    a = torch.randn(n, n)
+    b = torch.randn(n, n)
+    out = torch.empty(n, n)
+    torch.mm(a, b, out=out)  # warm-up: first call pays page faults and MKL set-up
+    rates, began = [], time.perf_counter()
+    while len(rates) < min_reps or time.perf_counter() - began < seconds:
+        t = time.perf_counter()
+        torch.mm(a, b, out=out)
+        rates.append(2 * n**3 / (time.perf_counter() - t) / 1e9)
+    del a, b, out
+    return {
+        "n": n,
+        "reps": len(rates),
+        "median_gflops": round(statistics.median(rates), 2),
+        "best_gflops": round(max(rates), 2),
+        "mean_gflops": round(len(rates) / sum(1 / r for r in rates), 2),
+    }
+
+
+class Probe:
+    """One ``torch.mm`` (n×n @ n×n) at a time, to interleave with chunks of measured work so
+    that both see the same load from other jobs. ``rates`` keeps every probe (GFLOP/s)."""
+
+    def __init__(self, n: int = 4096) -> None:
+        self.n = n
+        self.a, self.b, self.out = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
+        torch.mm(self.a, self.b, out=self.out)  # warm-up
+        self.rates: list[float] = []
+
+    def __call__(self) -> float:
+        t = time.perf_counter()
+        torch.mm(self.a, self.b, out=self.out)
+        self.rates.append(2 * self.n**3 / (time.perf_counter() - t) / 1e9)
+        return self.rates[-1]
+
+    def summary(self) -> dict:
+        return {"n": self.n, "reps": len(self.rates),
+                "median_gflops": round(statistics.median(self.rates), 2),
+                "best_gflops": round(max(self.rates), 2)}
+
+
+def yardstick_pair(before: dict, after: dict) -> float:
+    """The yardstick for one measurement: the mean of the before/after medians (GFLOP/s)."""
+    return (before["median_gflops"] + after["median_gflops"]) / 2
+
+
+def timed(fn: Callable, *args, **kwargs):
+    began = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return result, time.perf_counter() - began
+
+
+def clustered_rows(n: int, dim: int, generator: torch.Generator, clusters: int | None = None,
+                   centers: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """L2-normalised rows around random cluster centres (32 rows a cluster by default), like
+    embeddings of a real collection: a query near a centre gets a softmax (τ1 = 0.01) spread
+    over several rows, not a one-hot, so exactness checks are not trivial.
+    Returns (rows, centres); pass ``centers`` to draw more rows (queries) around the same."""
+    if centers is None:
+        k = clusters or max(1, n // 32)
+        centers = torch.nn.functional.normalize(torch.randn(k, dim, generator=generator), dim=-1)
+    index = torch.randint(0, len(centers), (n,), generator=generator)
+    noise = torch.randn(n, dim, generator=generator) / dim**0.5
+    return torch.nn.functional.normalize(centers[index] + noise, dim=-1), centers
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def reset_peak_rss() -> int:
+    """Give freed heap pages back to the OS (``malloc_trim``), then reset the kernel's peak-RSS
+    mark (``/proc/self/clear_refs`` ← 5, which also resets ``ru_maxrss``), so that a later
+    ``peak_rss_bytes()`` minus the returned current RSS is the peak of the work in between.
+    Returns the current RSS in bytes."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        pass
+    return proc_status().get("VmRSS", 0)
+
+
+def proc_status() -> dict:
+    """VmHWM / VmRSS / RssAnon / RssFile of this process, in bytes (Linux only)."""
+    out = {}
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key in ("VmHWM", "VmRSS", "RssAnon", "RssFile"):
+                    out[key] = int(value.split()[0]) * 1024
+    except OSError:
+        pass
+    return out
+
+
+def machine() -> dict:
+    """Load, thread count and versions, printed with every result."""
+    try:
+        uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        uptime = ""
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "uptime": uptime,
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def emit(result: dict) -> None:
+    """The LAST line of every benchmark's output: one JSON object."""
+    print(json.dumps(result), flush=True)
+
+
+def run_child(argv: list[str], prefix: str = "    | ", env: dict | None = None) -> dict:
+    """Run ``python argv…`` in a fresh process, echo its lines, return its last-line JSON."""
+    process = subprocess.Popen(
+        [sys.executable, *argv], stdout=subprocess.PIPE, text=True,
+        env={**os.environ, **(env or {})},
+    )
+    last = ""
+    assert process.stdout is not None
+    for line in process.stdout:
+        line = line.rstrip("\n")
+        if line.startswith("{"):
+            last = line
+        else:
+            print(prefix + line, flush=True)
+    if process.wait() != 0:
+        raise SystemExit(f"child {argv} failed with exit code {process.returncode}")
+    return json.loads(last)
+
+
+def gib(n_bytes: float) -> float:
+    return round(n_bytes / GIB, 3)
