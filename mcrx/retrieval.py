@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-DEFAULT_QUERY_BLOCK = 4096
-DEFAULT_MEMORY_BLOCK = 16384
+DEFAULT_QUERY_BLOCK = 2048
+DEFAULT_MEMORY_BLOCK = 8192
 
 
 def _normalize_rows(x: torch.Tensor) -> torch.Tensor:
