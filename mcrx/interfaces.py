@@ -47,6 +47,18 @@ class Encoder(ABC):
         define ``encode(items)`` as ``encode_prepared([prepare(i) for i in items])``."""
         return self.encode(prepared)
 
+    def encode_in_batches(self, items: Sequence[Any]) -> torch.Tensor:
+        """``prepare`` then ``encode_prepared``, ``batch_size`` items at a time: a ready-made
+        ``encode`` for encoders that split loading from the forward pass."""
+        import torch
+
+        size = self.batch_size
+        chunks = [
+            self.encode_prepared([self.prepare(item) for item in items[i : i + size]])
+            for i in range(0, len(items), size)
+        ]
+        return torch.cat(chunks) if chunks else torch.empty(0, self.dim)
+
     def read_inputs(self, path: Path) -> Sequence[Any]:
         """Items found at ``path`` (a recipe's ``inputs:``). Default: a folder gives its
         files sorted by name, a ``.txt`` file gives its non-empty lines, a ``.npy`` file its

@@ -263,15 +263,6 @@ class ClapSpace(Space):
                               self.model_cfg, self.weights)
 
 
-def _encode_in_batches(encoder: Encoder, items: Sequence[Any]) -> torch.Tensor:
-    size = encoder.batch_size
-    chunks = [
-        encoder.encode_prepared([encoder.prepare(item) for item in items[i : i + size]])
-        for i in range(0, len(items), size)
-    ]
-    return torch.cat(chunks) if chunks else torch.empty(0, encoder.dim)
-
-
 class ClapAudioEncoder(Encoder):
     """Audio files or 48 kHz waveforms → mono, 48 kHz → laion_clap's preprocessing (int16
     round trip; clips over 10 s: the 4 fusion views, or a crop for non-fusion models;
@@ -304,7 +295,7 @@ class ClapAudioEncoder(Encoder):
         return rows.float().cpu()
 
     def encode(self, items: Sequence[Any]) -> torch.Tensor:
-        return _encode_in_batches(self, items)
+        return self.encode_in_batches(items)
 
     def read_inputs(self, path: Path) -> Sequence[Any]:
         """A folder gives its audio files only (recursively, sorted); otherwise as the
@@ -386,7 +377,7 @@ class ClapTextEncoder(Encoder):
         return rows.float().cpu()
 
     def encode(self, items: Sequence[Any]) -> torch.Tensor:
-        return _encode_in_batches(self, items)
+        return self.encode_in_batches(items)
 
     def fingerprint(self) -> str:
         vocab = None if self.tokenizer is None else self.tokenizer.vocab_size

@@ -398,15 +398,6 @@ class ClipSpace(Space):
                               self.quick_gelu)
 
 
-def _encode_in_batches(encoder: Encoder, items: Sequence[Any]) -> torch.Tensor:
-    size = encoder.batch_size
-    chunks = [
-        encoder.encode_prepared([encoder.prepare(item) for item in items[i : i + size]])
-        for i in range(0, len(items), size)
-    ]
-    return torch.cat(chunks) if chunks else torch.empty(0, encoder.dim)
-
-
 def image_suffixes() -> frozenset[str]:
     """File suffixes PIL can open here (``.jpg``, ``.png``, ``.webp``, ``.gif``, ...)."""
     Image.init()
@@ -457,7 +448,7 @@ class ClipImageEncoder(Encoder):
         return F.normalize(features.float(), dim=-1).cpu()
 
     def encode(self, items: Sequence[Any]) -> torch.Tensor:
-        return _encode_in_batches(self, items)
+        return self.encode_in_batches(items)
 
     def read_inputs(self, path: Path) -> Sequence[Any]:
         """A folder gives its image files only (recursively, sorted); otherwise as the
@@ -501,7 +492,7 @@ class ClipTextEncoder(Encoder):
         return F.normalize(features.float(), dim=-1).cpu()
 
     def encode(self, items: Sequence[Any]) -> torch.Tensor:
-        return _encode_in_batches(self, items)
+        return self.encode_in_batches(items)
 
     def fingerprint(self) -> str:
         tokenizer = self.space.tokenizer
