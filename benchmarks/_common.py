@@ -94,14 +94,22 @@ def clustered_rows(n: int, dim: int, generator: torch.Generator, clusters: int |
 
 
 def peak_rss_bytes() -> int:
-    """Peak resident set size of this process so far (Linux reports KiB)."""
+    """``ru_maxrss`` of this process (Linux reports KiB). CAUTION: after fork/exec Linux
+    starts a child's ``ru_maxrss`` at its PARENT's peak (measured here: a child of a process
+    that once held 2 GiB reports 2 GiB while its own peak is 11 MiB), so the benchmarks keep
+    their parents lean (data are generated in a subprocess) and also report ``hwm_bytes()``."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def hwm_bytes() -> int:
+    """VmHWM: this process's own peak RSS (fresh after exec, reset by ``reset_peak_rss``)."""
+    return proc_status().get("VmHWM", 0)
 
 
 def reset_peak_rss() -> int:
     """Give freed heap pages back to the OS (``malloc_trim``), then reset the kernel's peak-RSS
-    mark (``/proc/self/clear_refs`` ← 5, which also resets ``ru_maxrss``), so that a later
-    ``peak_rss_bytes()`` minus the returned current RSS is the peak of the work in between.
+    mark (``/proc/self/clear_refs`` ← 5, which resets VmHWM), so that a later ``hwm_bytes()``
+    minus the returned current RSS is the peak of the work in between.
     Returns the current RSS in bytes."""
     import ctypes
 

@@ -14,8 +14,9 @@
     time mcrx's one build, and check that the online batches equal mcrx's rows.
 (b) DENSE vs STREAMED. ``normalize(torch.softmax(q @ M.T / τ, dim=1) @ M)`` (the Q×M matrix
     materialised) against ``soft_retrieve`` (tiles, running max): time ratio, peak RSS
-    (``ru_maxrss`` of a fresh subprocess, its peak mark reset right before the work, minus
-    its RSS then: the memory the work itself needs) and max |Δ|.
+    (VmHWM of a fresh subprocess, its peak mark reset right before the work, minus its
+    RSS then: the memory the work itself needs; VmHWM rather than ``ru_maxrss``, which a
+    child inherits from its parent's peak) and max |Δ|.
     The dense version also runs once with ``retain_freed_memory()`` to separate the effect
     of streaming from the effect of the allocator setting.
 
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -100,7 +102,7 @@ def child(kind: str, work: Path, mm_seconds: float, measured_batches: int) -> No
             outputs["parent_y"].append(v)
             outputs["leaf_x"].append(a)
         torch.save({k: torch.cat(v) for k, v in outputs.items()}, work / "online_out.pt")
-        per_batch = sorted(times)[len(times) // 2]
+        per_batch = statistics.median(times)
         batches = EPOCHS * (texts // BATCH)
         result.update(seconds_per_batch=per_batch, batch_times=times,
                       batches_in_schedule=batches, seconds=per_batch * batches,
@@ -114,7 +116,7 @@ def child(kind: str, work: Path, mm_seconds: float, measured_batches: int) -> No
         torch.save(out, work / f"{kind}_out.pt")
         flops = 4 * q.shape[0] * memory.shape[0] * memory.shape[1]
         result.update(seconds=seconds, gflops=flops / seconds / 1e9)
-    peak = C.peak_rss_bytes()
+    peak = C.hwm_bytes()
     after = C.mm_yardstick(seconds=mm_seconds)
     yard = C.yardstick_pair(before, after)
     result.update(mm_before=before, mm_after=after, mm_gflops=yard,
@@ -149,12 +151,16 @@ def main() -> None:
     parser.add_argument("--mm-seconds", type=float)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--make-data", type=int, nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     quick = args.quick
     mm_seconds = args.mm_seconds or (1.0 if quick else 3.0)
     batches = args.batches or (1 if quick else 2)
     if args.child:
         return child(args.child, args.dir, mm_seconds, batches)
+    if args.make_data:
+        make_data(args.dir, *args.make_data, args.dim)
+        return C.emit({"made": True})
 
     texts = args.texts or (8192 if quick else 32768)
     memory = args.memory or (16384 if quick else 65536)
@@ -167,7 +173,9 @@ def main() -> None:
           f"{info['torch_threads']} threads; {info['uptime']}", flush=True)
     work = Path(tempfile.mkdtemp(prefix="mcrx-bench-online-"))
     try:
-        make_data(work, texts, memory, queries, dense_memory, args.dim)
+        # in a subprocess: a child's ru_maxrss starts at its parent's peak, keep this one lean
+        C.run_child([__file__, "--dir", str(work), "--dim", str(args.dim), "--make-data",
+                     str(texts), str(memory), str(queries), str(dense_memory)])
         base = [__file__, "--dir", str(work), "--mm-seconds", str(mm_seconds),
                 "--batches", str(batches)] + (["--quick"] if quick else [])
         print("(a) online retrieval every step, extrapolated to 36 epochs:", flush=True)

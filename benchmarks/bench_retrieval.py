@@ -23,6 +23,10 @@ best setting is then run on all queries (one call, bracketed yardstick, peak RSS
 subprocess repeats the default blocks WITHOUT ``retain_freed_memory`` (what a direct caller
 of ``soft_retrieve`` gets; ``build_pseudo_pairs`` applies it).
 
+Peak RSS: ``ru_maxrss`` of the measuring subprocess, and its VmHWM alongside. Linux starts
+a child's ``ru_maxrss`` at its parent's peak, so the memories are written by yet another
+subprocess and the parent stays lean (torch imported, nothing else).
+
 Targets: ratio ≥ 0.70; peak RSS − (memory + query bytes) ≤ memories on disk + 2 GiB.
 """
 
@@ -65,14 +69,22 @@ def write_memories(root: Path, queries: int, memory: int, dim: int, seed: int) -
     return {"disk_bytes": disk}
 
 
+def implementation(spec: str | None):
+    """``mcrx.retrieval.soft_retrieve``, or the ``module:function`` given with ``--impl``."""
+    import importlib
+
+    module, _, name = (spec or "mcrx.retrieval:soft_retrieve").partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def child(args: argparse.Namespace) -> None:
     """One measurement in a fresh process (the parent passes ``--child``)."""
     import torch
 
     from mcrx.memory import Memory
-    from mcrx.retrieval import soft_retrieve
     from mcrx.tuning import retain_freed_memory
 
+    soft_retrieve = implementation(args.impl)
     retained = retain_freed_memory() if args.retain else False
     rss_after_import = C.peak_rss_bytes()
     before = C.mm_yardstick(seconds=args.mm_seconds)
@@ -89,7 +101,7 @@ def child(args: argparse.Namespace) -> None:
         query_block=args.query_block, memory_block=args.memory_block,
     )
     peak = C.peak_rss_bytes()
-    status_peak = C.proc_status()
+    status_peak = C.proc_status()  # VmHWM: this process's own peak (see C.peak_rss_bytes)
     after = C.mm_yardstick(seconds=args.mm_seconds)
 
     q, m, d = queries.shape[0], keys.shape[0], keys.shape[1]
@@ -125,9 +137,9 @@ def sweep_child(args: argparse.Namespace) -> None:
     import torch
 
     from mcrx.memory import Memory
-    from mcrx.retrieval import soft_retrieve
     from mcrx.tuning import retain_freed_memory
 
+    soft_retrieve = implementation(args.impl)
     retain_freed_memory()
     settings = [tuple(int(x) for x in b.split("x")) for b in args.sweep.split(",")]
     keys = Memory(args.dir / "memory").tensor()
@@ -172,9 +184,12 @@ def main() -> None:
     parser.add_argument("--mm-seconds", type=float)
     parser.add_argument("--dir", type=Path, help="work folder (default: a temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the memories on disk")
+    parser.add_argument("--impl", help="benchmark another implementation with soft_retrieve's "
+                        "signature instead, as module:function (e.g. a candidate patch)")
     # child mode (internal)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--sweep", help=argparse.SUPPRESS)
+    parser.add_argument("--write", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--query-block", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--memory-block", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--no-retain", dest="retain", action="store_false",
@@ -182,13 +197,15 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         return sweep_child(args) if args.sweep else child(args)
+    if args.write:
+        return C.emit(write_memories(args.dir, args.queries, args.memory, args.dim, seed=0))
 
     quick = args.quick
     queries = args.queries or (16384 if quick else 100_000)
     memory = args.memory or (16384 if quick else 100_000)
     sweep_queries = min(queries, args.sweep_queries or 8192)
     mm_seconds = args.mm_seconds or (1.0 if quick else 3.0)
-    default_blocks = "4096x16384,2048x8192,1024x4096" if quick else (
+    default_blocks = "4096x16384,4096x4096,1024x4096" if quick else (
         "4096x16384,2048x8192,1024x4096,4096x4096,1024x16384")
     blocks = [tuple(int(x) for x in b.split("x"))
               for b in (args.blocks or default_blocks).split(",")]
@@ -199,11 +216,15 @@ def main() -> None:
     work = args.dir or Path(tempfile.mkdtemp(prefix="mcrx-bench-retrieval-"))
     try:
         began = time.perf_counter()
-        written = write_memories(work, queries, memory, args.dim, seed=0)
+        # in a subprocess: a child's ru_maxrss starts at its parent's peak, keep this one lean
+        written = C.run_child([__file__, "--write", "--dir", str(work), "--queries", str(queries),
+                               "--memory", str(memory), "--dim", str(args.dim)])
         print(f"wrote memories ({C.gib(written['disk_bytes'])} GiB on disk) in "
               f"{time.perf_counter() - began:.1f} s", flush=True)
 
         base = [__file__, "--child", "--dir", str(work), "--mm-seconds", str(mm_seconds)]
+        if args.impl:
+            base += ["--impl", args.impl]
         print(f"sweep on {sweep_queries:,} queries × {memory:,} memory, round-robin:",
               flush=True)
         sweep = C.run_child(base + ["--queries", str(sweep_queries), "--sweep",
@@ -222,6 +243,7 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
 
     overhead = full["peak_rss_bytes"] - full["data_bytes"]
+    work_rss = full["peak_rss_bytes"] - full["status_loaded"].get("VmRSS", 0)
     rss_budget = written["disk_bytes"] + 2 * C.GIB
     print()
     print("setting (qb × mb)      GFLOP/s   mm GFLOP/s   ratio   peak RSS GiB")
@@ -233,21 +255,26 @@ def main() -> None:
     print(f"FULL {queries:,}×{memory:,}: {full['seconds']:.1f} s, {full['gflops']:.1f} GFLOP/s, "
           f"mm {full['mm_gflops']:.1f} → ratio {full['ratio_to_mm']:.3f} "
           f"(target ≥ {TARGET_RATIO})")
-    print(f"peak RSS {C.gib(full['peak_rss_bytes'])} GiB − memory+queries "
+    print(f"peak RSS (ru_maxrss) {C.gib(full['peak_rss_bytes'])} GiB (VmHWM "
+          f"{C.gib(full['status_peak'].get('VmHWM', 0))} GiB) − memory+queries "
           f"{C.gib(full['data_bytes'])} GiB = {C.gib(overhead)} GiB "
           f"(target ≤ disk {C.gib(written['disk_bytes'])} + 2 GiB = {C.gib(rss_budget)} GiB); "
-          f"RSS after importing torch {C.gib(full['rss_after_import_bytes'])} GiB")
+          f"RSS after importing torch {C.gib(full['rss_after_import_bytes'])} GiB; "
+          f"soft_retrieve's own peak (peak − RSS with the data loaded) {C.gib(work_rss)} GiB")
     C.emit({
         "benchmark": "retrieval", "quick": quick, **info,
+        "implementation": args.impl or "mcrx.retrieval:soft_retrieve",
         "queries": queries, "memory": memory, "dim": args.dim,
         "best_query_block": full["query_block"], "best_memory_block": full["memory_block"],
         "seconds": full["seconds"], "gflops": full["gflops"], "mm_gflops": full["mm_gflops"],
         "ratio_to_mm": full["ratio_to_mm"], "target_ratio": TARGET_RATIO,
         "ratio_ok": full["ratio_to_mm"] >= TARGET_RATIO,
         "peak_rss_gib": C.gib(full["peak_rss_bytes"]),
+        "peak_vmhwm_gib": C.gib(full["status_peak"].get("VmHWM", 0)),
         "data_gib": C.gib(full["data_bytes"]), "disk_gib": C.gib(written["disk_bytes"]),
         "rss_overhead_gib": C.gib(overhead), "rss_budget_gib": C.gib(rss_budget),
-        "rss_ok": overhead <= rss_budget,
+        "rss_ok": overhead <= rss_budget, "rss_after_import_gib":
+        C.gib(full["rss_after_import_bytes"]), "retrieval_work_rss_gib": C.gib(work_rss),
         "max_abs_diff_vs_fp64": full["max_abs_diff_vs_fp64"],
         "sweep": [{k: r[k] for k in ("query_block", "memory_block", "retain_freed_memory",
                                      "queries", "seconds", "gflops", "mm_gflops",
