@@ -1,4 +1,4 @@
-"""Ex-MCR connector training (``mcrx.aligner.align``): samples/s and achieved FLOP/s ÷
+"""Ex-MCR connector training (``mcrx.train.aligner.align``): samples/s and achieved FLOP/s ÷
 ``torch.mm`` FLOP/s at the papers' batch of 4096.
 
     python benchmarks/bench_aligner.py            # 14 steps per run
@@ -75,10 +75,10 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     import mcrx.tuning
-    from mcrx.aligner import align
-    from mcrx.connectors import ConnectorSpec, ExMcrConnector, ExMcrParams
-    from mcrx.losses import ExMcrLoss
-    from mcrx.recipe import Training
+    from mcrx.methods.connectors import ConnectorSpec, ExMcrConnector, ExMcrParams
+    from mcrx.methods.losses import ExMcrLoss
+    from mcrx.recipe.schema import Training
+    from mcrx.train.aligner import align
 
     if not args.retain:
         mcrx.tuning.retain_freed_memory = lambda: False  # align imports it at call time

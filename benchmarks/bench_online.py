@@ -70,8 +70,8 @@ def dense_retrieve(q, memory, tau=TAU):
 def child(kind: str, work: Path, mm_seconds: float, measured_batches: int) -> None:
     import torch
 
-    from mcrx.pseudo_pairs import LeafMemories, build_pseudo_pairs
-    from mcrx.retrieval import soft_retrieve
+    from mcrx.methods.pseudo_pairs import LeafMemories, build_pseudo_pairs
+    from mcrx.methods.retrieval import soft_retrieve
     from mcrx.tuning import retain_freed_memory
 
     if kind in ("dense_retain", "streamed"):

@@ -1,4 +1,4 @@
-"""Pseudo-pair retrieval (``mcrx.retrieval.soft_retrieve``): achieved FLOP/s ÷ ``torch.mm``
+"""Pseudo-pair retrieval (``mcrx.methods.retrieval.soft_retrieve``): achieved FLOP/s ÷ ``torch.mm``
 FLOP/s, and peak RSS against the size of the memories.
 
     python benchmarks/bench_retrieval.py            # 100k queries × 100k memory × 512-d
@@ -49,7 +49,7 @@ def write_memories(root: Path, queries: int, memory: int, dim: int, seed: int) -
     memories (float32 shards of 65,536 rows)."""
     import torch
 
-    from mcrx.memory import MemoryWriter
+    from mcrx.store.memory import MemoryWriter
 
     generator = torch.Generator().manual_seed(seed)
     chunk = 16384
@@ -70,10 +70,10 @@ def write_memories(root: Path, queries: int, memory: int, dim: int, seed: int) -
 
 
 def implementation(spec: str | None):
-    """``mcrx.retrieval.soft_retrieve``, or the ``module:function`` given with ``--impl``."""
+    """``mcrx.methods.retrieval.soft_retrieve``, or the ``module:function`` of ``--impl``."""
     import importlib
 
-    module, _, name = (spec or "mcrx.retrieval:soft_retrieve").partition(":")
+    module, _, name = (spec or "mcrx.methods.retrieval:soft_retrieve").partition(":")
     return getattr(importlib.import_module(module), name)
 
 
@@ -81,7 +81,7 @@ def child(args: argparse.Namespace) -> None:
     """One measurement in a fresh process (the parent passes ``--child``)."""
     import torch
 
-    from mcrx.memory import Memory
+    from mcrx.store.memory import Memory
     from mcrx.tuning import retain_freed_memory
 
     soft_retrieve = implementation(args.impl)
@@ -136,7 +136,7 @@ def sweep_child(args: argparse.Namespace) -> None:
     """Round-robin over block settings in one process, an mm probe after every chunk."""
     import torch
 
-    from mcrx.memory import Memory
+    from mcrx.store.memory import Memory
     from mcrx.tuning import retain_freed_memory
 
     soft_retrieve = implementation(args.impl)
@@ -263,7 +263,7 @@ def main() -> None:
           f"soft_retrieve's own peak (peak − RSS with the data loaded) {C.gib(work_rss)} GiB")
     C.emit({
         "benchmark": "retrieval", "quick": quick, **info,
-        "implementation": args.impl or "mcrx.retrieval:soft_retrieve",
+        "implementation": args.impl or "mcrx.methods.retrieval:soft_retrieve",
         "queries": queries, "memory": memory, "dim": args.dim,
         "best_query_block": full["query_block"], "best_memory_block": full["memory_block"],
         "seconds": full["seconds"], "gflops": full["gflops"], "mm_gflops": full["mm_gflops"],

@@ -51,7 +51,7 @@ def main() -> None:
 
     import torch
 
-    from mcrx.retrieval import soft_retrieve
+    from mcrx.methods.retrieval import soft_retrieve
     from mcrx.tuning import retain_freed_memory
 
     retain_freed_memory()

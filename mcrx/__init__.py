@@ -11,13 +11,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from mcrx.errors import McrxError, RecipeError
-from mcrx.hookspecs import hookimpl
-from mcrx.interfaces import Dataset, Encoder, Space, fingerprint_of
+from mcrx.plugin.hookspecs import hookimpl
+from mcrx.plugin.interfaces import Dataset, Encoder, Space, fingerprint_of
 
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # pragma: no cover
-    from mcrx.unified import UnifiedModel
+    from mcrx.infer.unified import UnifiedModel
 
 __all__ = [
     "Dataset",
@@ -35,14 +35,14 @@ __all__ = [
 
 def load(path: Any) -> UnifiedModel:
     """Load a unified model written by ``mcrx extend`` (the OUT/model folder)."""
-    from mcrx.unified import UnifiedModel
+    from mcrx.infer.unified import UnifiedModel
 
     return UnifiedModel.load(path)
 
 
 def __getattr__(name: str) -> Any:
     if name == "UnifiedModel":
-        from mcrx.unified import UnifiedModel
+        from mcrx.infer.unified import UnifiedModel
 
         return UnifiedModel
     raise AttributeError(name)

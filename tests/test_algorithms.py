@@ -9,8 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mcrx.aligner import add_noise
-from mcrx.connectors import (
+from mcrx.methods.connectors import (
     CMcrConnector,
     CMcrParams,
     ConnectorSpec,
@@ -19,14 +18,15 @@ from mcrx.connectors import (
     LinearConnector,
     LinearParams,
 )
-from mcrx.losses import CMcrLoss, ExMcrLoss, info_nce, mean_distance
-from mcrx.pseudo_pairs import (
+from mcrx.methods.losses import CMcrLoss, ExMcrLoss, info_nce, mean_distance
+from mcrx.methods.pseudo_pairs import (
     LeafMemories,
     build_pseudo_pairs,
     read_pseudo_pairs,
     write_pseudo_pairs,
 )
-from mcrx.retrieval import retrieve, soft_retrieve
+from mcrx.methods.retrieval import retrieve, soft_retrieve
+from mcrx.train.aligner import add_noise
 
 
 def unit(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -234,7 +234,7 @@ def test_noise_has_the_stated_variance_and_renormalises():
 
 
 def test_top_k_retrieval_is_exact_when_k_covers_the_memory_and_close_otherwise():
-    from mcrx.retrieval import deviation_from_exact, top_k_retrieve
+    from mcrx.methods.retrieval import deviation_from_exact, top_k_retrieve
 
     queries, memory = unit(40, 16, seed=30), unit(300, 16, seed=31)
     (full,) = top_k_retrieve(queries, memory, [memory], 0.05, k=300, memory_block=64)

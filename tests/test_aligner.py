@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mcrx.aligner import align, latest_checkpoint
-from mcrx.connectors import ConnectorSpec, ExMcrConnector, ExMcrParams
-from mcrx.losses import ExMcrLoss
-from mcrx.recipe import Training
+from mcrx.methods.connectors import ConnectorSpec, ExMcrConnector, ExMcrParams
+from mcrx.methods.losses import ExMcrLoss
+from mcrx.recipe.schema import Training
+from mcrx.train.aligner import align, latest_checkpoint
 
 SPEC = ConnectorSpec(leaf_dim=32, parent_dim=24, bridge="text", leaf_modality="audio",
                      parent_modality="image")

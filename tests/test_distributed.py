@@ -14,9 +14,9 @@ import torch
 import yaml
 
 import mcrx
-from mcrx.pipeline import extend
-from mcrx.plugins import get_registry
-from mcrx.recipe import load_recipe
+from mcrx.plugin.manager import get_registry
+from mcrx.recipe.schema import load_recipe
+from mcrx.stages.pipeline import extend
 
 
 @pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None

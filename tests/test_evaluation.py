@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mcrx.evaluation import cross_modal_retrieval, retrieval_metrics
+from mcrx.metrics.retrieval import cross_modal_retrieval, retrieval_metrics
 
 
 def brute_force(queries, gallery, relevant):

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from mcrx.errors import McrxError
-from mcrx.inputs import read_embeddings
-from mcrx.memory import Memory, MemoryWriter, encode_to_memory
+from mcrx.store.inputs import read_embeddings
+from mcrx.store.memory import Memory, MemoryWriter, encode_to_memory
 
 
 def rows(n: int, d: int = 4, start: int = 0) -> np.ndarray:

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 import mcrx
 from mcrx.cli import app
 from mcrx.errors import McrxError
-from mcrx.official import import_official
+from mcrx.store.official import import_official
 
 SHARED_ULIP_CLIP = Path(__file__).parents[2] / "shared" / "checkpoints" / "ulip_clip.pt"
 

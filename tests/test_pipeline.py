@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import mcrx
-from mcrx.pipeline import extend
-from mcrx.plugins import get_registry
-from mcrx.recipe import load_recipe
+from mcrx.plugin.manager import get_registry
+from mcrx.recipe.schema import load_recipe
+from mcrx.stages.pipeline import extend
 
 PAIRS = {f"{a}->{b}" for a in ("audio", "image", "pointcloud", "text")
          for b in ("audio", "image", "pointcloud", "text") if a != b}
@@ -135,8 +135,8 @@ def test_file_inputs_are_encoded_once_and_again_when_the_file_changes(exmcr_run,
     """``inputs: file.npy`` (raw vectors): cached by the file's size and time."""
     import os
 
-    from mcrx.pipeline import Run, embed_source
-    from mcrx.recipe import DataSource
+    from mcrx.recipe.schema import DataSource
+    from mcrx.stages.pipeline import Run, embed_source
 
     recipe, _ = exmcr_run
     registry = get_registry()

@@ -9,9 +9,10 @@ import textwrap
 
 import pytest
 
-from mcrx import hookimpl, plugins
+from mcrx import hookimpl
 from mcrx.errors import McrxError
-from mcrx.registry import DuplicateComponentError, UnknownComponentError
+from mcrx.plugin import manager as plugins
+from mcrx.plugin.registry import DuplicateComponentError, UnknownComponentError
 
 
 @pytest.fixture
@@ -79,7 +80,7 @@ def test_duplicates_are_refused(fresh_plugins):
 
     registry = plugins.get_registry()
     with pytest.raises(DuplicateComponentError):
-        from mcrx.registry import ComponentSpec
+        from mcrx.plugin.registry import ComponentSpec
 
         registry.add(ComponentSpec(kind="modality", name="image", plugin="other"))
 
@@ -170,9 +171,11 @@ def test_disable_knobs(monkeypatch, fresh_plugins):
 
 
 def test_core_and_plugin_hook_modules_import_without_torch():
-    code = ("import sys, mcrx, mcrx.plugins, mcrx.recipe; registry = mcrx.plugins.get_registry(); "
-            "mcrx.recipe.load_recipe('recipes/demo.yaml', registry=registry); "
-            "mcrx.recipe.check_recipe(mcrx.recipe.load_recipe('recipes/audio_3d.yaml'), registry); "
+    code = ("import sys, mcrx, mcrx.plugin.manager, mcrx.recipe.schema; "
+            "registry = mcrx.plugin.manager.get_registry(); "
+            "mcrx.recipe.schema.load_recipe('recipes/demo.yaml', registry=registry); "
+            "mcrx.recipe.schema.check_recipe("
+            "mcrx.recipe.schema.load_recipe('recipes/audio_3d.yaml'), registry); "
             "assert 'torch' not in sys.modules, 'torch was imported'")
     from pathlib import Path
 
@@ -184,7 +187,7 @@ def test_every_hook_is_documented_for_plugin_authors():
     import inspect
     from pathlib import Path
 
-    from mcrx import hookspecs
+    from mcrx.plugin import hookspecs
 
     guide = (Path(__file__).parent.parent / "CONTRIBUTING.md").read_text()
     hooks = [name for name, _ in inspect.getmembers(hookspecs, inspect.isfunction)

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from mcrx.errors import McrxError, RecipeError
-from mcrx.plugins import get_registry
-from mcrx.recipe import Recipe, apply_overrides, check_recipe, load_recipe, parse_recipe
+from mcrx.plugin.manager import get_registry
+from mcrx.recipe.schema import Recipe, apply_overrides, check_recipe, load_recipe, parse_recipe
 
 RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.yaml"))
 DEMO = Path(__file__).parent.parent / "recipes" / "demo.yaml"

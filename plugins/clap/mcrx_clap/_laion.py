@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 
-from mcrx.runtime import ensure_hub_offline
+from mcrx.offline import ensure_hub_offline
 
 ensure_hub_offline()
 

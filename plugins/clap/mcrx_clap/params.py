@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from mcrx.runtime import check_device_name
+from mcrx.device import check_device_name
 
 #: where LAION-AI/CLAP's README points for its checkpoints
 RELEASE_URL = "https://huggingface.co/lukewys/laion_clap/tree/main"

@@ -15,7 +15,7 @@ from mcrx_clap.params import DEFAULT_AMODEL, PRESETS, ClapParams
 
 def build_clap_space(full_name: str, params: ClapParams) -> Any:
     """Factory of ``clap/<model>`` (see :func:`mcrx_clap.space.build_space`)."""
-    from mcrx.runtime import ensure_hub_offline
+    from mcrx.offline import ensure_hub_offline
 
     ensure_hub_offline()  # laion_clap downloads tokenizers while it is being imported
     from mcrx_clap.space import build_space

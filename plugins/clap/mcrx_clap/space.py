@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from transformers import RobertaConfig, RobertaModel, RobertaTokenizer
 
 from mcrx import Encoder, McrxError, Space, fingerprint_of
-from mcrx.inputs import read_inputs
-from mcrx.runtime import torch_device
+from mcrx.device import resolve_device
+from mcrx.store.inputs import read_inputs
 from mcrx_clap._laion import (
     clap_model,
     clap_module,
@@ -192,7 +192,7 @@ def build_space(full_name: str, params: ClapParams) -> ClapSpace:
     """Build ``clap/<model>``: the named release's architecture (or params'), filled with
     the checkpoint's weights, or seeded random weights when ``random_weights`` is set."""
     preset = PRESETS.get(full_name.partition("/")[2])
-    device = torch_device(params.device)
+    device = resolve_device(params.device)
     state = read_checkpoint(params.checkpoint) if params.checkpoint is not None else None
     fusion = _decide_fusion(full_name, preset, params, state)
     amodel = params.amodel or (preset.amodel if preset else DEFAULT_AMODEL)

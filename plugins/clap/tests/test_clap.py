@@ -25,8 +25,8 @@ import torch
 from pydantic import ValidationError
 
 from mcrx import McrxError
-from mcrx.plugins import get_registry
-from mcrx.recipe import check_recipe, parse_recipe
+from mcrx.plugin.manager import get_registry
+from mcrx.recipe.schema import check_recipe, parse_recipe
 
 SR = 48000
 TEXTS = ["a dog barking", "rain on a tin roof", "an orchestra tuning up"]
@@ -165,7 +165,7 @@ def test_hook_module_imports_without_torch():
         for name in ("torch", "laion_clap", "clap_module", "transformers", "soundfile",
                      "soxr", "librosa", "numpy"):
             sys.modules[name] = None  # any import of these now fails
-        from mcrx.registry import Registry
+        from mcrx.plugin.registry import Registry
         import mcrx_clap.plugin as plugin
         registry = Registry()
         plugin.register_spaces(register=registry.register_callback("space", "clap"))

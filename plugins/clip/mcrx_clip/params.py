@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from mcrx.runtime import check_device_name
+from mcrx.device import check_device_name
 
 #: suffixes of weight files open_clip reads (``.npz`` is big_vision's SigLIP format)
 WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz")

@@ -15,7 +15,7 @@ from mcrx_clip.params import ClipParams
 def build_clip_space(full_name: str, params: ClipParams) -> Any:
     """Factory of ``clip/<architecture>``: builds the open_clip model (see
     :func:`mcrx_clip.space.build_space`)."""
-    from mcrx.runtime import ensure_hub_offline
+    from mcrx.offline import ensure_hub_offline
 
     ensure_hub_offline()  # before open_clip imports huggingface_hub
     from mcrx_clip.space import build_space

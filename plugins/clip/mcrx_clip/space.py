@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mcrx import Encoder, McrxError, Space, fingerprint_of
-from mcrx.inputs import read_inputs
-from mcrx.runtime import torch_device
+from mcrx.device import resolve_device
+from mcrx.store.inputs import read_inputs
 from mcrx_clip.params import WEIGHT_SUFFIXES, ClipParams, looks_like_path
 
 log = logging.getLogger("mcrx.clip")
@@ -228,7 +228,7 @@ def build_space(full_name: str, params: ClipParams) -> ClipSpace:
         known = ", ".join(open_clip.list_models()[:12])
         raise McrxError(f"{full_name}: open_clip has no architecture {arch!r} (e.g. {known}, "
                         "...; a custom one needs `model_config:`)")
-    device = torch_device(params.device)
+    device = resolve_device(params.device)
     weights = resolve_weights(arch, params.pretrained)
     if params.quick_gelu is not None:
         quick_gelu, why = params.quick_gelu, "set in params"

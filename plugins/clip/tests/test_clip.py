@@ -19,7 +19,7 @@ from PIL import Image, features
 from pydantic import ValidationError
 
 from mcrx import McrxError
-from mcrx.plugins import get_registry
+from mcrx.plugin.manager import get_registry
 
 ARCH = "mcrx-test-tiny-vit"
 DIM = 32
@@ -150,7 +150,7 @@ def test_hook_module_imports_without_torch():
         import sys
         for name in ("torch", "open_clip", "torchvision", "PIL"):
             sys.modules[name] = None  # any import of these now fails
-        from mcrx.registry import Registry
+        from mcrx.plugin.registry import Registry
         import mcrx_clip.plugin as plugin
         registry = Registry()
         plugin.register_spaces(register=registry.register_callback("space", "clip"))

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import mcrx
-from mcrx.inputs import read_inputs
+from mcrx.store.inputs import read_inputs
 from mcrx_toy import spaces as toy_spaces
 from mcrx_toy.config import (
     MODALITIES,
@@ -65,7 +65,7 @@ def test_plugin_module_imports_without_torch() -> None:
 
 
 def test_registry_lists_the_toy_components(monkeypatch) -> None:
-    from mcrx import plugins
+    from mcrx.plugin import manager as plugins
 
     monkeypatch.delenv("MCRX_DISABLE_PLUGIN_AUTOLOAD", raising=False)
     monkeypatch.delenv("MCRX_DISABLE_PLUGINS", raising=False)

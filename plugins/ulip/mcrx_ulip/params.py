@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from mcrx.device import check_device_name
+
 CHECKPOINT_NAME = "pointbert_ULIP-2.pt"
 CHECKPOINT_SOURCE = (
     "download it from the ULIP-2 release (https://huggingface.co/datasets/SFXX/ulip, "
@@ -41,8 +43,14 @@ class PointBertParams(BaseModel):
         "sampling (as ULIP's loaders) or a seeded random subset (faster on huge clouds)",
     )
     device: str = Field(
-        "auto", description="'auto' (cuda when available), 'cpu', 'cuda', 'cuda:1', ..."
+        "auto", description="'auto' (this process's GPU when there is one, else the CPU), "
+        "'cpu', 'cuda', 'cuda:1', ..."
     )
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        return check_device_name(value)
     batch_size: int = Field(8, ge=1, description="items per forward pass")
     # -- architecture (paper defaults; change only for tests) ------------------------------
     depth: int = Field(12, ge=1, description="PointBERT transformer blocks")

@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from mcrx import Encoder, McrxError, Space, fingerprint_of
-from mcrx.inputs import read_inputs
+from mcrx.device import resolve_device
+from mcrx.store.inputs import read_inputs
 from mcrx_ulip.model import Ulip2, Ulip2Config, load_model, random_model, read_checkpoint
 from mcrx_ulip.params import CHECKPOINT_NAME, PointBertParams
 from mcrx_ulip.pointbert import PointBertConfig
@@ -226,17 +227,7 @@ class UlipSpace(Space):
     # -- lazily built parts ---------------------------------------------------------------
     @property
     def device(self) -> torch.device:
-        requested = self.params.device
-        if requested == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        try:
-            device = torch.device(requested)
-        except RuntimeError as exc:
-            raise McrxError(f"{self.name}: invalid device {requested!r} ({exc})") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise McrxError(f"{self.name}: device {requested!r} asked for, but CUDA is not "
-                            "available here (use device: cpu or auto)")
-        return device
+        return resolve_device(self.params.device)  # mcrx's one rule: auto = this process's GPU
 
     @property
     def model(self) -> Ulip2:

@@ -15,9 +15,9 @@ from PIL import Image
 from pydantic import ValidationError
 
 from mcrx import McrxError
-from mcrx.builtin import register_modalities
-from mcrx.recipe import check_recipe, parse_recipe
-from mcrx.registry import ComponentSpec, Registry
+from mcrx.plugin.builtin import register_modalities
+from mcrx.plugin.registry import ComponentSpec, Registry
+from mcrx.recipe.schema import check_recipe, parse_recipe
 from mcrx_ulip import plugin
 from mcrx_ulip.model import (
     Ulip2,

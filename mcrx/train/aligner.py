@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Sampler
 
-from mcrx.console import console, progress, rate_text
-from mcrx.distributed import batchnorm_across_processes, gather_rows, local_rows, world_size
 from mcrx.errors import McrxError
-from mcrx.recipe import Training
+from mcrx.recipe.schema import Training
+from mcrx.train.distributed import batchnorm_across_processes, gather_rows, local_rows, world_size
+from mcrx.ui.console import console, progress, rate_text
 
 CHECKPOINT_PREFIX = "step-"
 STATE_FILE = "trainer_state.json"

@@ -1,6 +1,6 @@
 """The registry: every component plugins registered, namespaced by plugin (``toy/clip``).
 
-Built by :func:`mcrx.plugins.get_registry`; recipes resolve names through it only (never
+Built by :func:`mcrx.plugin.manager.get_registry`; recipes resolve names through it only (never
 through dotted import paths)."""
 
 from __future__ import annotations

@@ -7,7 +7,7 @@
 - :class:`LinearConnector`: the closed-form baseline, one matrix fitted on the bridge.
 
 Every connector maps a batch of pseudo pairs (dict of roles, see
-:mod:`mcrx.pseudo_pairs`) to projected tensors for its loss, and one modality's embeddings
+:mod:`mcrx.methods.pseudo_pairs`) to projected tensors for its loss, and one modality's embeddings
 to the target space with :meth:`Connector.project` at inference.
 """
 
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mcrx.connector_params import CMcrParams, ExMcrParams, LinearParams
+from mcrx.methods.params import CMcrParams, ExMcrParams, LinearParams
 
 
 @dataclass

@@ -36,13 +36,13 @@ def register_spaces(register: Any) -> None:
 @hookspec
 def register_connectors(register: Any) -> None:
     """Add trainable projections: ``register(name, factory, *, params=None, description="")``.
-    ``factory(spec: mcrx.connectors.ConnectorSpec, params) -> mcrx.connectors.Connector``."""
+    ``factory(spec: ConnectorSpec, params) -> Connector`` (both in :mod:`mcrx.methods.common`)."""
 
 
 @hookspec
 def register_losses(register: Any) -> None:
     """Add training objectives: ``register(name, factory, *, params=None, description="")``.
-    ``factory(training: mcrx.recipe.Training, params) -> callable(outputs, batch) ->
+    ``factory(training: mcrx.recipe.schema.Training, params) -> callable(outputs, batch) ->
     (loss, parts)``."""
 
 

@@ -4,22 +4,16 @@ these at import time and defer the heavy work to the factories."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mcrx.store.fingerprint import fingerprint_of
+
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
     import torch
-
-
-def fingerprint_of(*parts: Any) -> str:
-    """A short stable hash of JSON-able parts (used as cache keys)."""
-    blob = json.dumps(parts, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 class Encoder(ABC):
@@ -63,7 +57,7 @@ class Encoder(ABC):
         """Items found at ``path`` (a recipe's ``inputs:``). Default: a folder gives its
         files sorted by name, a ``.txt`` file gives its non-empty lines, a ``.npy`` file its
         rows, any other file is itself the one item."""
-        from mcrx.inputs import read_inputs
+        from mcrx.store.inputs import read_inputs
 
         return read_inputs(path)
 

@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mcrx.errors import McrxError, RecipeError
-from mcrx.registry import Registry, UnknownComponentError
+from mcrx.plugin.registry import Registry, UnknownComponentError
 
 EMBEDDING_SUFFIXES = (".npy", ".safetensors")
 

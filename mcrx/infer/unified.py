@@ -25,10 +25,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mcrx.connectors import Connector, ConnectorSpec
 from mcrx.errors import McrxError
-from mcrx.memory import slug
-from mcrx.registry import Registry
+from mcrx.methods.connectors import Connector, ConnectorSpec
+from mcrx.plugin.registry import Registry
+from mcrx.store.paths import slug
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -128,7 +128,7 @@ class UnifiedModel:
     def space(self, name: str):
         """The live space object (built from its plugin on first use)."""
         if name not in self._spaces:
-            from mcrx.plugins import get_registry
+            from mcrx.plugin.manager import get_registry
 
             registry = self._registry or get_registry()
             info = self.manifest["spaces"][name]
@@ -182,7 +182,7 @@ class UnifiedModel:
     def load(cls, path: str | Path, registry: Registry | None = None) -> UnifiedModel:
         from safetensors.torch import load_file
 
-        from mcrx.plugins import get_registry
+        from mcrx.plugin.manager import get_registry
 
         path = Path(path)
         manifest_path = path / MANIFEST

@@ -1,5 +1,5 @@
 """Parameters of the core connectors (``training.connector.params`` in recipes). Kept apart
-from :mod:`mcrx.connectors` so that validating a recipe does not import torch."""
+from :mod:`mcrx.methods.connectors` so that validating a recipe does not import torch."""
 
 from __future__ import annotations
 

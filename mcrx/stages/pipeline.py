@@ -23,14 +23,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from mcrx.connectors import ConnectorSpec, LinearConnector, LinearParams
-from mcrx.console import console
 from mcrx.errors import McrxError
-from mcrx.inputs import read_embeddings, read_labels
-from mcrx.interfaces import fingerprint_of
-from mcrx.memory import Memory, cache_root, encode_to_memory, slug, write_json_atomic
-from mcrx.recipe import DataSource, Leaf, Recipe, needed_memories, resolve_leaf_modalities
-from mcrx.registry import Registry
+from mcrx.methods.connectors import ConnectorSpec, LinearConnector, LinearParams
+from mcrx.plugin.interfaces import fingerprint_of
+from mcrx.plugin.registry import Registry
+from mcrx.recipe.schema import DataSource, Leaf, Recipe, needed_memories, resolve_leaf_modalities
+from mcrx.store.atomic import write_json_atomic
+from mcrx.store.inputs import read_embeddings, read_labels
+from mcrx.store.memory import Memory, encode_to_memory
+from mcrx.store.paths import cache_root, slug
+from mcrx.ui.console import console
 
 
 @dataclass
@@ -56,7 +58,7 @@ class Run:
 
     def __post_init__(self) -> None:
         if self.state is None:
-            from mcrx.distributed import process_state
+            from mcrx.train.distributed import process_state
 
             self.state = process_state()
         if not self.state.is_main_process:  # one process speaks for all
@@ -88,7 +90,7 @@ def _source_items(run: Run, source: DataSource, modality: str, encoder) -> tuple
         fingerprint = fingerprint_of(source.dataset, source.params, dataset.fingerprint())
         labels = dataset.labels(modality)
     else:
-        from mcrx.memory import files_fingerprint
+        from mcrx.store.fingerprint import files_fingerprint
 
         items = encoder.read_inputs(source.inputs)
         # a folder: every file's size and time; a file (.txt, .npy): the file itself
@@ -209,7 +211,7 @@ def _load_if_fingerprint(path: Path, fingerprint: str) -> dict[str, torch.Tensor
 
 
 def leaf_memories(run: Run, leaf: Leaf, memories) -> tuple[Any, list[str]]:
-    from mcrx.pseudo_pairs import LeafMemories
+    from mcrx.methods.pseudo_pairs import LeafMemories
 
     x, y = resolve_leaf_modalities(run.recipe, leaf, run.registry)
     parent = run.recipe.parent_of(leaf)
@@ -220,8 +222,8 @@ def leaf_memories(run: Run, leaf: Leaf, memories) -> tuple[Any, list[str]]:
 
 def build_pairs(run: Run, memories) -> dict[str, tuple[dict[str, Any], str]]:
     """Leaf space → (pseudo pairs as memory-mapped arrays, fingerprint)."""
-    from mcrx.console import progress, rate_text
-    from mcrx.pseudo_pairs import count_pseudo_pairs, read_pseudo_pairs, write_pseudo_pairs
+    from mcrx.methods.pseudo_pairs import count_pseudo_pairs, read_pseudo_pairs, write_pseudo_pairs
+    from mcrx.ui.console import progress, rate_text
 
     console.rule("[bold]2 · pseudo pairs")
     recipe = run.recipe
@@ -254,7 +256,7 @@ def build_pairs(run: Run, memories) -> dict[str, tuple[dict[str, Any], str]]:
                             "retrieval": recipe.retrieval.model_dump()}
                 top_k = recipe.retrieval.k if recipe.retrieval.mode == "top-k" else None
                 if top_k is not None:
-                    from mcrx.retrieval import deviation_from_exact
+                    from mcrx.methods.retrieval import deviation_from_exact
 
                     deviation = deviation_from_exact(mems.leaf_bridge, mems.leaf_x,
                                                      recipe.retrieval.temperature, top_k)
@@ -297,7 +299,7 @@ def connector_spec(run: Run, leaf: Leaf) -> ConnectorSpec:
 def train_connectors(run: Run, pairs, stop_after_steps: int | None = None):
     """Leaf space → trained connector (resuming from checkpoints)."""
 
-    from mcrx.aligner import align
+    from mcrx.train.aligner import align
 
     console.rule("[bold]3 · aligner")
     recipe = run.recipe
@@ -359,7 +361,7 @@ def fit_baselines(run: Run, memories) -> dict[str, LinearConnector]:
 # ---------------------------------------------------------------------------------------
 def make_model(run: Run, connectors, connector_name: str, connector_params, target: str,
                metrics: dict | None = None):
-    from mcrx.unified import UnifiedModel, build_manifest
+    from mcrx.infer.unified import UnifiedModel, build_manifest
 
     recipe = run.recipe
     spaces = {}
@@ -390,7 +392,7 @@ def make_model(run: Run, connectors, connector_name: str, connector_params, targ
 
 def evaluate_model(model, sets: dict[str, dict[str, Embeddings]], run: Run) -> dict:
     """Set name → "modality->modality" → metrics, in the unified space."""
-    from mcrx.evaluation import cross_modal_retrieval
+    from mcrx.metrics.retrieval import cross_modal_retrieval
 
     results = {}
     for evaluation in run.recipe.evaluation:
@@ -404,7 +406,7 @@ def evaluate_model(model, sets: dict[str, dict[str, Embeddings]], run: Run) -> d
 
 def evaluate_native(sets: dict[str, dict[str, Embeddings]], run: Run) -> dict:
     """Each space's own retrieval between its own modalities (the reference figures)."""
-    from mcrx.evaluation import cross_modal_retrieval
+    from mcrx.metrics.retrieval import cross_modal_retrieval
 
     results = {}
     for evaluation in run.recipe.evaluation:
@@ -482,7 +484,7 @@ def extend(
     model.manifest["metrics"] = metrics
     model.save(run.out / "model")
     write_json_atomic(run.out / "metrics.json", metrics)
-    from mcrx.report import write_report
+    from mcrx.ui.report import write_report
 
     write_report(metrics, run.out / "report.md")
     run.state.wait_for_everyone()

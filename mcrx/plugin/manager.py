@@ -1,6 +1,6 @@
 """Loading plugins and building the registry.
 
-Built-in components of the core are registered by the module :mod:`mcrx.builtin` under the
+Built-in components of the core are registered by the module :mod:`mcrx.plugin.builtin` under the
 plugin name ``mcrx``. Everything else, the built-in plugins under ``plugins/`` included,
 arrives through the ``mcrx`` entry-point group exactly as a third-party plugin would.
 
@@ -22,8 +22,8 @@ from typing import Any
 
 import pluggy
 
-from mcrx import hookspecs
-from mcrx.registry import KINDS, PLURALS, PluginInfo, Registry
+from mcrx.plugin import hookspecs
+from mcrx.plugin.registry import KINDS, PLURALS, PluginInfo, Registry
 
 ENTRY_POINT_GROUP = "mcrx"
 
@@ -51,7 +51,7 @@ def get_plugin_manager() -> pluggy.PluginManager:
     global _manager
     if _manager is not None:
         return _manager
-    from mcrx import builtin
+    from mcrx.plugin import builtin
 
     manager = pluggy.PluginManager("mcrx")
     manager.add_hookspecs(hookspecs)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mcrx.retrieval import soft_retrieve
+from mcrx.methods.retrieval import soft_retrieve
 
 PAIR_ROLES = ("leaf_x", "leaf_bridge", "parent_bridge", "parent_y")
 
@@ -150,7 +150,7 @@ def write_pseudo_pairs(
 
     Under several processes (``rank`` of ``world``, with a ``barrier``) the chunks are shared
     round-robin and every process writes its rows into the same pre-allocated files."""
-    from mcrx.memory import write_json_atomic
+    from mcrx.store.atomic import write_json_atomic
     from mcrx.tuning import retain_freed_memory
 
     retain_freed_memory()

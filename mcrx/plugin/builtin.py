@@ -3,8 +3,8 @@ modalities, the papers' connectors and losses. Imports without torch."""
 
 from __future__ import annotations
 
-from mcrx.connector_params import CMcrParams, ExMcrParams, LinearParams
-from mcrx.hookspecs import hookimpl
+from mcrx.methods.params import CMcrParams, ExMcrParams, LinearParams
+from mcrx.plugin.hookspecs import hookimpl
 
 STANDARD_MODALITIES = {
     "image": "still pictures (files or arrays)",
@@ -21,19 +21,19 @@ def register_modalities(register):
 
 
 def _exmcr_connector(spec, params):
-    from mcrx.connectors import ExMcrConnector
+    from mcrx.methods.connectors import ExMcrConnector
 
     return ExMcrConnector(spec, params)
 
 
 def _cmcr_connector(spec, params):
-    from mcrx.connectors import CMcrConnector
+    from mcrx.methods.connectors import CMcrConnector
 
     return CMcrConnector(spec, params)
 
 
 def _linear_connector(spec, params):
-    from mcrx.connectors import LinearConnector
+    from mcrx.methods.connectors import LinearConnector
 
     return LinearConnector(spec, params)
 
@@ -49,13 +49,13 @@ def register_connectors(register):
 
 
 def _exmcr_loss(training, params):
-    from mcrx.losses import ExMcrLoss
+    from mcrx.methods.losses import ExMcrLoss
 
     return ExMcrLoss(training.temperature, training.intra_weight)
 
 
 def _cmcr_loss(training, params):
-    from mcrx.losses import CMcrLoss
+    from mcrx.methods.losses import CMcrLoss
 
     return CMcrLoss(training.cmcr_temperature or training.temperature, training.intra_weight)
 

@@ -21,9 +21,15 @@ from typing import Any
 
 import torch
 
-from mcrx.connectors import CMcrConnector, CMcrParams, ConnectorSpec, ExMcrConnector, ExMcrParams
 from mcrx.errors import McrxError
-from mcrx.unified import UnifiedModel, build_manifest
+from mcrx.infer.unified import UnifiedModel, build_manifest
+from mcrx.methods.connectors import (
+    CMcrConnector,
+    CMcrParams,
+    ConnectorSpec,
+    ExMcrConnector,
+    ExMcrParams,
+)
 
 DIM = 512  # every released head works on 512-d embeddings
 

@@ -19,36 +19,18 @@ sizes and modification times): encoding the same data twice encodes nothing.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mcrx.errors import McrxError
-from mcrx.interfaces import fingerprint_of
+from mcrx.store.atomic import atomic_path, write_json_atomic
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
-
-
-def cache_root() -> Path:
-    root = os.environ.get("MCRX_CACHE_DIR")
-    return Path(root) if root else Path.home() / ".cache" / "mcrx"
-
-
-def slug(name: str) -> str:
-    """A file-name-safe form of a component name (``toy/clip`` → ``toy--clip``)."""
-    return name.replace("/", "--").replace(" ", "_")
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 class Memory:
@@ -158,10 +140,8 @@ class MemoryWriter:
         shard, rest = data[:rows], data[rows:]
         self._buffer, self._buffered = ([rest], len(rest)) if len(rest) else ([], 0)
         name = f"shard-{len(self.manifest['shards']):05d}.npy"
-        tmp = self.path / f".{name}.tmp"
-        with open(tmp, "wb") as handle:
-            np.save(handle, shard)
-        os.replace(tmp, self.path / name)
+        with atomic_path(self.path / name) as tmp, open(tmp, "wb") as handle:
+            np.save(handle, shard)  # to a handle: np.save would append ".npy" to a name
         self.manifest["shards"].append({"file": name, "rows": int(len(shard))})
         self.manifest["count"] += int(len(shard))
         write_json_atomic(self.path / MANIFEST, self.manifest)
@@ -178,28 +158,6 @@ class MemoryWriter:
 # ---------------------------------------------------------------------------------------
 # Encoding a source into a memory
 # ---------------------------------------------------------------------------------------
-@dataclass
-class ResolvedSource:
-    """Items of one modality ready to encode, with a fingerprint that names them."""
-
-    items: Sequence[Any] | None  # None when embeddings are given for this space
-    fingerprint: str
-    description: str
-    labels: np.ndarray | None = None
-    embeddings_file: Path | None = None
-
-
-def files_fingerprint(paths: Sequence[Any]) -> str:
-    stats = []
-    for path in paths:
-        try:
-            stat = os.stat(path)
-            stats.append((str(path), stat.st_size, int(stat.st_mtime_ns)))
-        except (OSError, TypeError):
-            stats.append((str(path),))
-    return fingerprint_of(stats)
-
-
 class _PreparedItems:
     """Map-style dataset that runs ``encoder.prepare`` (in DataLoader workers)."""
 
@@ -234,7 +192,7 @@ def encode_to_memory(
     import torch
     from torch.utils.data import DataLoader
 
-    from mcrx.console import progress, rate_text
+    from mcrx.ui.console import progress, rate_text
 
     writer = MemoryWriter(path, meta, encoder.dim, shard_rows=shard_rows, dtype=dtype)
     start = writer.count

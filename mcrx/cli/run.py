@@ -1,0 +1,78 @@
+"""Commands that run a recipe: extend, encode, validate."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from mcrx.cli.app import RecipeArg, SetOption, app, load_recipe_for_cli, user_errors
+from mcrx.ui.console import console
+
+
+@app.command()
+@user_errors
+def extend(
+    recipe: RecipeArg,
+    set_: SetOption = None,
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes for encoding")] = 0,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="print metrics.json on stdout")
+    ] = False,
+) -> None:
+    """Build the unified space a recipe declares (encode, pair, train, evaluate, write).
+
+    Writes OUT/model (the unified model), OUT/metrics.json and OUT/report.md.
+
+    Every stage is cached by a fingerprint of its inputs: running the same recipe again skips
+    what is done, and an interrupted run resumes from its last checkpoint."""
+    from mcrx.stages.pipeline import extend as run_extend
+    from mcrx.ui.report import metrics_table
+
+    loaded, registry = load_recipe_for_cli(recipe, set_)
+    metrics = run_extend(loaded, registry, show_progress=progress, workers=workers)
+    if not metrics:  # another process of a distributed launch: the main one reports
+        return
+    if json_output:
+        print(json.dumps(metrics, indent=2))
+    else:
+        console.print(metrics_table(metrics))
+        console.print(f"unified model: [bold]{loaded.output_dir / 'model'}[/]   "
+                      f"report: {loaded.output_dir / 'report.md'}")
+
+
+@app.command()
+@user_errors
+def encode(
+    recipe: RecipeArg,
+    set_: SetOption = None,
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes")] = 0,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+) -> None:
+    """Encode a recipe's memories and evaluation sets into the embedding cache only.
+
+    A later `mcrx extend` of the same recipe then encodes nothing."""
+    from mcrx.stages.pipeline import Run, encode_evaluation, encode_memories
+
+    loaded, registry = load_recipe_for_cli(recipe, set_)
+    run = Run(loaded, registry, show_progress=progress, workers=workers)
+    encode_memories(run)
+    encode_evaluation(run)
+    console.print(f"encoded {run.encoded:,} items (the rest came from the cache)")
+
+
+@app.command()
+@user_errors
+def validate(
+    recipe: RecipeArg,
+    set_: SetOption = None,
+    check_files: Annotated[bool, typer.Option(help="check that named files exist")] = True,
+) -> None:
+    """Check a recipe against the schema and the installed plugins.
+
+    Exits 0 when valid; otherwise prints every problem with its location and exits 1."""
+    loaded, _ = load_recipe_for_cli(recipe, set_, check_files=check_files)
+    console.print(f"[green]ok[/]: {recipe} ({loaded.method}, base {loaded.base.space}, "
+                  f"leaves {', '.join(leaf.space for leaf in loaded.leaves)})")

@@ -1,0 +1,85 @@
+"""Pseudo pairs on disk: a folder with one ``.npy`` per role, written chunk by chunk and read
+memory-mapped by the aligner, plus ``manifest.json`` (fingerprint, method, count, dtype).
+
+    OUT/pseudo_pairs/<leaf>/leaf_x.npy  leaf_bridge.npy  parent_bridge.npy  parent_y.npy
+
+The folder is built beside its final path and renamed into place: it is complete or absent.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mcrx.methods.common import PAIR_ROLES, LeafMemories, Method
+from mcrx.store.atomic import commit, write_json_atomic
+
+MANIFEST = "manifest.json"
+
+
+def write_pseudo_pairs(
+    path: Path,
+    method: Method,
+    memories: LeafMemories,
+    temperature: float = 0.01,
+    metadata: dict[str, Any] | None = None,
+    dtype: str = "float32",
+    chunk: int = 65536,
+    on_chunk: Callable[[int], None] | None = None,
+    rank: int = 0,
+    world: int = 1,
+    barrier: Callable[[], None] = lambda: None,
+    **blocks: int,
+) -> dict[str, np.ndarray]:
+    """Build the pseudo pairs of ``method`` straight into ``path``. Peak memory is one chunk.
+
+    Under several processes (``rank`` of ``world``, with a ``barrier``) the chunks are shared
+    round-robin and every process writes its rows into the same pre-allocated files."""
+    from mcrx.tuning import retain_freed_memory
+
+    retain_freed_memory()
+    total = method.count(memories)
+    widths = memories.widths()
+    # the same name in every process (not one per pid): they all write into it
+    tmp = path.with_name(f".{path.name}.tmp")
+    if rank == 0:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        for role in PAIR_ROLES:
+            np.lib.format.open_memmap(tmp / f"{role}.npy", mode="w+", dtype=dtype,
+                                      shape=(total, widths[role])).flush()
+    barrier()
+    arrays = {role: np.load(tmp / f"{role}.npy", mmap_mode="r+") for role in PAIR_ROLES}
+    for start, rows in method.chunks(memories, temperature, chunk, rank, world, **blocks):
+        count = len(rows["leaf_x"])
+        for role in PAIR_ROLES:
+            arrays[role][start : start + count] = rows[role].cpu().numpy()
+        if on_chunk is not None:
+            on_chunk(min(count * world, total))  # the others advance alongside
+    for array in arrays.values():
+        array.flush()
+    del arrays
+    barrier()
+    if rank == 0:
+        write_json_atomic(tmp / MANIFEST, {**(metadata or {}), "method": method.name,
+                                           "count": total, "dtype": dtype})
+        commit(tmp, path)
+    barrier()
+    return read_pseudo_pairs(path)
+
+
+def read_pseudo_pairs(path: Path) -> dict[str, np.ndarray]:
+    """Memory-mapped (read-only) arrays of a pseudo-pair folder, one per role."""
+    return {role: np.load(path / f"{role}.npy", mmap_mode="r") for role in PAIR_ROLES}
+
+
+def finished_pairs_fingerprint(path: Path) -> str | None:
+    """The fingerprint a complete pseudo-pair folder was built for (None when absent)."""
+    manifest = path / MANIFEST
+    return json.loads(manifest.read_text()).get("fingerprint") if manifest.is_file() else None
