@@ -75,8 +75,9 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     import mcrx.tuning
-    from mcrx.methods.connectors import ConnectorSpec, ExMcrConnector, ExMcrParams
-    from mcrx.methods.losses import ExMcrLoss
+    from mcrx.methods.common import ConnectorSpec
+    from mcrx.methods.exmcr import ExMcrConnector, ExMcrLoss
+    from mcrx.methods.params import ExMcrParams
     from mcrx.recipe.schema import Training
     from mcrx.train.aligner import align
 

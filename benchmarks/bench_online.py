@@ -8,7 +8,7 @@
     for every batch of bridge queries (texts, batch 4096), a softmax over the WHOLE image
     memory (CLIP) and the whole audio memory (CLAP), every step of every epoch:
         ṽ = normalize(softmax(t^I_b·Vᵀ/τ1)·V),  ã = normalize(softmax(t^A_b·Aᵀ/τ1)·A)
-    mcrx builds the same C-MCR pseudo pairs once (``build_pseudo_pairs("c-mcr", …)``) and
+    mcrx builds the same C-MCR pseudo pairs once (``mcrx.methods.cmcr.METHOD.build(…)``) and
     the aligner then reads them for 36 epochs. We time a few online batches (after one
     warm-up batch) and EXTRAPOLATE to the 36-epoch schedule (36 × ⌊Q/4096⌋ batches),
     time mcrx's one build, and check that the online batches equal mcrx's rows.
@@ -70,12 +70,13 @@ def dense_retrieve(q, memory, tau=TAU):
 def child(kind: str, work: Path, mm_seconds: float, measured_batches: int) -> None:
     import torch
 
-    from mcrx.methods.pseudo_pairs import LeafMemories, build_pseudo_pairs
+    from mcrx.methods.cmcr import METHOD as CMCR
+    from mcrx.methods.common import LeafMemories
     from mcrx.methods.retrieval import soft_retrieve
     from mcrx.tuning import retain_freed_memory
 
     if kind in ("dense_retain", "streamed"):
-        retain_freed_memory()  # build_pseudo_pairs does this before retrieving
+        retain_freed_memory()  # Method.build does this before retrieving
     data = torch.load(work / ("dense.pt" if kind in ("dense", "dense_retain", "streamed")
                               else "cmcr.pt"))
     before = C.mm_yardstick(seconds=mm_seconds)
@@ -84,7 +85,7 @@ def child(kind: str, work: Path, mm_seconds: float, measured_batches: int) -> No
     if kind == "once":
         memories = LeafMemories(**{k: data[k] for k in ("leaf_x", "leaf_bridge",
                                                         "parent_bridge", "parent_y")})
-        pairs, seconds = C.timed(build_pseudo_pairs, "c-mcr", memories, TAU)
+        pairs, seconds = C.timed(CMCR.build, memories, TAU)
         torch.save({k: pairs[k] for k in ("parent_y", "leaf_x")}, work / "once_out.pt")
         result.update(seconds=seconds)
     elif kind == "online":

@@ -9,7 +9,7 @@ Useful FLOPs counted: 2·Q·M·d for the similarities + 2·Q·M·d_v for the wei
 
 How: the memory and the queries are written to disk as mcrx memories (``MemoryWriter``,
 float32 shards); every measurement runs in a FRESH subprocess that opens them with
-``Memory``, applies ``retain_freed_memory()`` as ``build_pseudo_pairs`` does, measures the
+``Memory``, applies ``retain_freed_memory()`` as ``Method.build`` does, measures the
 ``torch.mm`` yardstick (4096² @ 4096²), runs ``soft_retrieve``, records
 ``ru_maxrss``, then measures the yardstick again. Ratio = retrieval GFLOP/s ÷ mean of the
 before/after yardstick medians.
@@ -21,7 +21,7 @@ on a slice of the queries) followed by one ``torch.mm`` probe, so that every set
 the same load from other jobs; a setting's ratio is its GFLOP/s ÷ the median probe. The
 best setting is then run on all queries (one call, bracketed yardstick, peak RSS). One more
 subprocess repeats the default blocks WITHOUT ``retain_freed_memory`` (what a direct caller
-of ``soft_retrieve`` gets; ``build_pseudo_pairs`` applies it).
+of ``soft_retrieve`` gets; ``Method.build`` applies it).
 
 Peak RSS: ``ru_maxrss`` of the measuring subprocess, and its VmHWM alongside. Linux starts
 a child's ``ru_maxrss`` at its parent's peak, so the memories are written by yet another

@@ -4,7 +4,7 @@
     python benchmarks/bench_scaling.py --quick    # 2,048 queries × 8k, 16k, 32k, 64k rows
 
 ``soft_retrieve`` (default blocks, ``retain_freed_memory()`` applied as
-``build_pseudo_pairs`` does), 512-d float32, the same queries against the first M rows of
+``Method.build`` does), 512-d float32, the same queries against the first M rows of
 one clustered memory. A ``torch.mm`` probe (4096²) runs right before and after every size;
 besides the raw time, each size's time is also given in "mm-seconds" (seconds × the probes'
 GFLOP/s: the work an unloaded mm would do meanwhile), which cancels most of the drift in load

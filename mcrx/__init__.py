@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from mcrx.errors import McrxError, RecipeError
 from mcrx.plugin.hookspecs import hookimpl
-from mcrx.plugin.interfaces import Dataset, Encoder, Space, fingerprint_of
+from mcrx.plugin.interfaces import Dataset, Encoder, MethodRules, Space
+from mcrx.store.fingerprint import fingerprint_of
 
 __version__ = "0.1.0"
 
@@ -23,6 +24,7 @@ __all__ = [
     "Dataset",
     "Encoder",
     "McrxError",
+    "MethodRules",
     "RecipeError",
     "Space",
     "UnifiedModel",
@@ -33,11 +35,12 @@ __all__ = [
 ]
 
 
-def load(path: Any) -> UnifiedModel:
-    """Load a unified model written by ``mcrx extend`` (the OUT/model folder)."""
+def load(path: Any, device: Any = "cpu") -> UnifiedModel:
+    """Load a unified model written by ``mcrx extend`` (the OUT/model folder), its connectors
+    on ``device`` ("cpu" by default; "auto" for this process's GPU when there is one)."""
     from mcrx.infer.unified import UnifiedModel
 
-    return UnifiedModel.load(path)
+    return UnifiedModel.load(path, device=device)
 
 
 def __getattr__(name: str) -> Any:

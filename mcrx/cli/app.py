@@ -73,7 +73,7 @@ def user_errors(command: Callable[..., None]) -> Callable[..., None]:
 
 def load_recipe_for_cli(recipe_path: Path, overrides: list[str] | None, check_files: bool = True):
     from mcrx.plugin.manager import get_registry
-    from mcrx.recipe.schema import load_recipe
+    from mcrx.recipe import load_recipe
 
     registry = get_registry()
     return load_recipe(recipe_path, overrides, registry, check_files=check_files), registry

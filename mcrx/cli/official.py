@@ -39,8 +39,8 @@ def import_official(
 
     The model projects embeddings exactly as the authors' code does (`model.project`); with
     the spaces' weights named in the params, `model.embed` works on raw inputs too."""
-    from mcrx.store.official import OfficialSpaces
-    from mcrx.store.official import import_official as run_import
+    from mcrx.infer.official import OfficialSpaces
+    from mcrx.infer.official import import_official as run_import
 
     def params(text: str, option: str) -> dict:
         try:

@@ -28,7 +28,7 @@ def extend(
 
     Every stage is cached by a fingerprint of its inputs: running the same recipe again skips
     what is done, and an interrupted run resumes from its last checkpoint."""
-    from mcrx.stages.pipeline import extend as run_extend
+    from mcrx.stages.extend import extend as run_extend
     from mcrx.ui.report import metrics_table
 
     loaded, registry = load_recipe_for_cli(recipe, set_)
@@ -54,7 +54,8 @@ def encode(
     """Encode a recipe's memories and evaluation sets into the embedding cache only.
 
     A later `mcrx extend` of the same recipe then encodes nothing."""
-    from mcrx.stages.pipeline import Run, encode_evaluation, encode_memories
+    from mcrx.stages.context import Run
+    from mcrx.stages.encode import encode_evaluation, encode_memories
 
     loaded, registry = load_recipe_for_cli(recipe, set_)
     run = Run(loaded, registry, show_progress=progress, workers=workers)

@@ -14,9 +14,6 @@ CLAP's connector as CLAP audio). C-MCR (target "new"): each side has its own pro
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,23 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from mcrx.errors import McrxError
-from mcrx.methods.connectors import Connector, ConnectorSpec
+from mcrx.methods.common import Connector, module_device
 from mcrx.plugin.registry import Registry
-from mcrx.store.paths import slug
-
-MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
-
-
-def versions(registry: Registry | None = None) -> dict[str, str]:
-    import mcrx
-
-    found = {"mcrx": mcrx.__version__, "torch": torch.__version__}
-    if registry is not None:
-        for name, info in registry.plugins.items():
-            if info.version and name != "mcrx":
-                found[f"plugin:{name}"] = info.version
-    return found
+from mcrx.store import artifact
 
 
 class UnifiedModel:
@@ -58,8 +41,26 @@ class UnifiedModel:
         self.connectors = connectors
         self._registry = registry
         self._spaces: dict[str, Any] = {}
+        self._device = torch.device("cpu")
         for connector in connectors.values():
             connector.eval()
+            self._device = module_device(connector)  # where training left it
+
+    # -- where it runs ---------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        """Where the connectors are: ``project`` and ``embed`` return tensors here."""
+        return self._device
+
+    def to(self, device: str | Any) -> UnifiedModel:
+        """Move every connector to ``device`` (resolved by :func:`mcrx.device.resolve_device`:
+        "auto" is this process's GPU when there is one); returns the model."""
+        from mcrx.device import resolve_device
+
+        self._device = resolve_device(device)
+        for connector in self.connectors.values():
+            connector.to(self._device)
+        return self
 
     # -- description ----------------------------------------------------------------------
     @property
@@ -108,7 +109,10 @@ class UnifiedModel:
         if modality not in spaces[space]["modalities"]:
             raise McrxError(f"{modality!r} is not a modality of {space} "
                             f"({spaces[space]['modalities']})")
-        x = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))
+        if isinstance(embeddings, torch.Tensor):  # any device in, the model's device out
+            x = embeddings.to(device=self.device, dtype=torch.float32)
+        else:
+            x = torch.as_tensor(np.asarray(embeddings, dtype=np.float32), device=self.device)
         if x.ndim != 2 or x.shape[1] != spaces[space]["dim"]:
             raise McrxError(f"expected N×{spaces[space]['dim']} embeddings of {space}, "
                             f"got shape {tuple(x.shape)}")
@@ -150,92 +154,22 @@ class UnifiedModel:
             encoder.encode(inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)
         ]
         if not parts:
-            return torch.zeros(0, self.dim)
+            return torch.zeros(0, self.dim, device=self.device)
         return self.project(space, modality, torch.cat(parts))
 
     # -- files ------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        """Write the model folder atomically: a half-written folder never exists at
-        ``path`` (written beside it, then renamed)."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        (tmp / "connectors").mkdir(parents=True)
-        for leaf in self.leaves:
-            weights = self.connectors[leaf["space"]].state_dict()
-            state = {key: value.contiguous() for key, value in weights.items()}
-            save_file(state, str(tmp / leaf["file"]))
-        (tmp / MANIFEST).write_text(json.dumps(self.manifest, indent=2, default=str))
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, path)
-        return path
+        """Write the model folder atomically (:func:`mcrx.store.artifact.save_artifact`)."""
+        return artifact.save_artifact(path, self.manifest, self.connectors)
 
     @classmethod
-    def load(cls, path: str | Path, registry: Registry | None = None) -> UnifiedModel:
-        from safetensors.torch import load_file
-
+    def load(cls, path: str | Path, registry: Registry | None = None,
+             device: str | Any = "cpu") -> UnifiedModel:
+        """Read a model folder; ``device`` ("cpu", "auto", "cuda:1", ...) places the
+        connectors (the CPU by default: loading never takes a GPU unasked)."""
         from mcrx.plugin.manager import get_registry
 
-        path = Path(path)
-        manifest_path = path / MANIFEST
-        if not manifest_path.is_file():
-            raise McrxError(f"{path} is not a unified model (no {MANIFEST})")
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("format_version", 0) > FORMAT_VERSION:
-            raise McrxError(f"{path} was written by a newer mcrx (format "
-                            f"{manifest['format_version']})")
         registry = registry or get_registry()
-        connectors = {}
-        for leaf in manifest["leaves"]:
-            spec = ConnectorSpec(**leaf["connector"]["spec"])
-            connector = registry.connector(leaf["connector"]["name"]).build(
-                spec, params=leaf["connector"].get("params")
-            )
-            connector.load_state_dict(load_file(str(path / leaf["file"])))
-            connectors[leaf["space"]] = connector
-        return cls(manifest, connectors, registry)
-
-
-def build_manifest(
-    *,
-    name: str,
-    method: str,
-    base: str,
-    target: str,
-    dim: int,
-    spaces: dict[str, dict[str, Any]],
-    leaves: list[dict[str, Any]],
-    recipe: dict[str, Any] | None = None,
-    registry: Registry | None = None,
-    metrics: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The manifest of a unified model. ``leaves`` entries: space, parent, bridge, modality,
-    parent_modality, connector {name, params, spec}."""
-    embedders: dict[str, str] = {}
-    for space_name in [base, *[leaf["space"] for leaf in leaves]]:  # nearest the base first
-        for modality in spaces[space_name]["modalities"]:
-            embedders.setdefault(modality, space_name)
-    for leaf in leaves:
-        leaf.setdefault("file", f"connectors/{slug(leaf['space'])}.safetensors")
-    return {
-        "format_version": FORMAT_VERSION,
-        "name": name,
-        "method": method,
-        "target": target,
-        "base": base,
-        "dim": dim,
-        "spaces": spaces,
-        "leaves": leaves,
-        "embedders": embedders,
-        "recipe": recipe or {},
-        "versions": versions(registry),
-        "metrics": metrics or {},
-    }
+        manifest = artifact.read_manifest(path)
+        model = cls(manifest, artifact.load_connectors(path, manifest, registry), registry)
+        return model.to(device)

@@ -187,13 +187,16 @@ def xavier_(module: nn.Module) -> None:
             nn.init.xavier_uniform_(parameter)
 
 
+def module_device(module: nn.Module) -> torch.device:
+    """Where ``module`` lives: the device of its first parameter or buffer (CPU if none)."""
+    for tensor in (*module.parameters(), *module.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
 def on_device_of(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``x`` as float32 on the device of ``module``'s parameters (or buffers)."""
-    reference = next(module.parameters(), None)
-    if reference is None:
-        reference = next(module.buffers(), None)
-    device = reference.device if reference is not None else x.device
-    return x.to(device=device, dtype=torch.float32)
+    """``x`` as float32 on the device of ``module``: a connector accepts rows from anywhere."""
+    return x.to(device=module_device(module), dtype=torch.float32)
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Parameters of the core connectors (``training.connector.params`` in recipes). Kept apart
-from :mod:`mcrx.methods.connectors` so that validating a recipe does not import torch."""
+from the paper modules (:mod:`mcrx.methods.exmcr`, :mod:`mcrx.methods.cmcr`): validating a
+recipe does not import torch."""
 
 from __future__ import annotations
 

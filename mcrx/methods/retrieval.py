@@ -1,4 +1,5 @@
-"""Memory retrieval with a softmax over the WHOLE memory (DESIGN "semantic consistency"):
+"""Memory retrieval with a softmax over the WHOLE memory (C-MCR §3.2 and Ex-MCR §3.2,
+"semantic consistency"):
 
     retrieve(q, M) = Σ_k softmax_k(q·m_k / τ1) · m_k            τ1 = 0.01
 
@@ -133,5 +134,5 @@ def deviation_from_exact(
 
 
 def retrieve(queries: torch.Tensor, memory: torch.Tensor, temperature: float = 0.01, **blocks):
-    """``retrieve(q, M)`` of DESIGN: each query's softmax-weighted average of the memory."""
+    """``retrieve(q, M)`` of both papers: each query's softmax-weighted average of the memory."""
     return soft_retrieve(queries, memory, [memory], temperature, **blocks)[0]

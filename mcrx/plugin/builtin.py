@@ -1,10 +1,14 @@
-"""Components that ship with the core, registered as the plugin ``mcrx``: the four standard
-modalities, the papers' connectors and losses. Imports without torch."""
+"""Components that ship with the core, registered as the plugin ``mcrx`` exactly as a third
+party would register its own: the four standard modalities, and both papers — each as a
+method (its pools), a connector and a loss, implemented in :mod:`mcrx.methods.exmcr` and
+:mod:`mcrx.methods.cmcr` — plus the closed-form linear baseline. Imports without torch:
+every factory imports its paper's module when it is called."""
 
 from __future__ import annotations
 
 from mcrx.methods.params import CMcrParams, ExMcrParams, LinearParams
 from mcrx.plugin.hookspecs import hookimpl
+from mcrx.plugin.interfaces import MethodRules
 
 STANDARD_MODALITIES = {
     "image": "still pictures (files or arrays)",
@@ -20,22 +24,61 @@ def register_modalities(register):
         register(name, description=description)
 
 
+# -- Ex-MCR ------------------------------------------------------------------------------
+def _exmcr_method(params):
+    from mcrx.methods.exmcr import METHOD
+
+    return METHOD
+
+
 def _exmcr_connector(spec, params):
-    from mcrx.methods.connectors import ExMcrConnector
+    from mcrx.methods.exmcr import ExMcrConnector
 
     return ExMcrConnector(spec, params)
 
 
+def _exmcr_loss(training, params):
+    from mcrx.methods.exmcr import ExMcrLoss
+
+    return ExMcrLoss(training.temperature, training.intra_weight)
+
+
+# -- C-MCR -------------------------------------------------------------------------------
+def _cmcr_method(params):
+    from mcrx.methods.cmcr import METHOD
+
+    return METHOD
+
+
 def _cmcr_connector(spec, params):
-    from mcrx.methods.connectors import CMcrConnector
+    from mcrx.methods.cmcr import CMcrConnector
 
     return CMcrConnector(spec, params)
 
 
+def _cmcr_loss(training, params):
+    from mcrx.methods.cmcr import CMcrLoss
+
+    return CMcrLoss(training.cmcr_temperature or training.temperature, training.intra_weight)
+
+
+# -- the linear baseline -----------------------------------------------------------------
 def _linear_connector(spec, params):
-    from mcrx.methods.connectors import LinearConnector
+    from mcrx.methods.common import LinearConnector
 
     return LinearConnector(spec, params)
+
+
+@hookimpl
+def register_methods(register):
+    register("ex-mcr", _exmcr_method,
+             rules=MethodRules(connector="mcrx/ex-mcr", loss="mcrx/ex-mcr", target="parent"),
+             description="Ex-MCR: every modality a query (three pools); leaves extend the "
+             "frozen base")
+    register("c-mcr", _cmcr_method,
+             rules=MethodRules(connector="mcrx/c-mcr", loss="mcrx/c-mcr", target="new",
+                               max_leaves=1, leaves_attach_to_base=True),
+             description="C-MCR: bridge-centric pairs; two spaces projected into a new one")
 
 
 @hookimpl
@@ -46,18 +89,6 @@ def register_connectors(register):
              description="C-MCR: one projector per space into a new space")
     register("linear", _linear_connector, params=LinearParams,
              description="closed-form linear map fitted on the bridge (baseline)")
-
-
-def _exmcr_loss(training, params):
-    from mcrx.methods.losses import ExMcrLoss
-
-    return ExMcrLoss(training.temperature, training.intra_weight)
-
-
-def _cmcr_loss(training, params):
-    from mcrx.methods.losses import CMcrLoss
-
-    return CMcrLoss(training.cmcr_temperature or training.temperature, training.intra_weight)
 
 
 @hookimpl

@@ -1,5 +1,5 @@
-"""The hooks a plugin implements to add modalities, spaces, connectors, losses, datasets and
-CLI commands to mcrx.
+"""The hooks a plugin implements to add modalities, spaces, methods, connectors, losses,
+datasets and CLI commands to mcrx.
 
 Every ``register_*`` hook follows the "register callback" style: mcrx passes a ``register``
 function and the plugin calls it once per component. mcrx binds the callback to the plugin's
@@ -31,6 +31,14 @@ def register_spaces(register: Any) -> None:
     params=None, description="")``. ``name`` may end in ``*`` for a family of spaces
     (``clip/*`` accepts ``clip/ViT-B-32``). ``factory(full_name, params) -> mcrx.Space``;
     ``params`` is an instance of the pydantic model given as ``params``."""
+
+
+@hookspec
+def register_methods(register: Any) -> None:
+    """Add ways of making pseudo pairs: ``register(name, factory, *, rules, params=None,
+    description="")``. ``factory(params) -> mcrx.methods.common.Method`` (its pools);
+    ``rules`` is an ``mcrx.MethodRules``: the method's default connector and loss, and what
+    recipes using it must respect (how many leaves, where they attach)."""
 
 
 @hookspec

@@ -1,13 +1,15 @@
-"""What a plugin implements: a ``Space`` with one ``Encoder`` per modality, and ``Dataset``s
-of raw inputs. This module imports without torch so that plugin hook modules can subclass
-these at import time and defer the heavy work to the factories."""
+"""What a plugin implements: a ``Space`` with one ``Encoder`` per modality, ``Dataset``s of
+raw inputs, and the ``MethodRules`` a new method declares. This module imports without
+torch so that plugin hook modules can subclass these at import time and defer the heavy
+work to the factories."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from mcrx.store.fingerprint import fingerprint_of
 
@@ -98,3 +100,16 @@ class Dataset(ABC):
     @abstractmethod
     def fingerprint(self) -> str:
         """Changes whenever the items would change."""
+
+
+@dataclass(frozen=True)
+class MethodRules:
+    """What a method declares without importing torch (``register_methods``): the defaults a
+    recipe gets for ``training.connector`` and ``training.loss``, and the shape of chain the
+    method can train, checked by ``mcrx validate``."""
+
+    connector: str  # default connector, full name (``mcrx/ex-mcr``)
+    loss: str  # default loss, full name
+    target: Literal["parent", "new"] = "parent"  # the unified space: the base's own, or new
+    max_leaves: int | None = None  # C-MCR connects exactly two spaces: one leaf
+    leaves_attach_to_base: bool = False  # no chains of leaves (C-MCR)

@@ -12,9 +12,9 @@ from typing import Any
 
 from mcrx.errors import McrxError
 
-KINDS = ("modality", "space", "connector", "loss", "dataset")
-PLURALS = {"modality": "modalities", "space": "spaces", "connector": "connectors",
-           "loss": "losses", "dataset": "datasets"}
+KINDS = ("modality", "space", "method", "connector", "loss", "dataset")
+PLURALS = {"modality": "modalities", "space": "spaces", "method": "methods",
+           "connector": "connectors", "loss": "losses", "dataset": "datasets"}
 
 
 class UnknownComponentError(McrxError):
@@ -37,6 +37,7 @@ class ComponentSpec:
     dim: int | None = None
     params: type | None = None  # a pydantic model validating the component's `params:`
     description: str = ""
+    rules: Any = None  # methods: their torch-free MethodRules (defaults, recipe rules)
 
     def validate_params(self, params: dict[str, Any] | None) -> Any:
         """Validate ``params`` against the component's pydantic model (raises
@@ -51,7 +52,7 @@ class ComponentSpec:
     def build(self, *args: Any, params: dict[str, Any] | None = None) -> Any:
         """Call the factory with ``args`` then the validated params: spaces get
         ``(full_name, params)``, connectors ``(ConnectorSpec, params)``, losses
-        ``(Training, params)``, datasets ``(params)``."""
+        ``(Training, params)``, datasets and methods ``(params)``."""
         if self.factory is None:
             raise McrxError(f"{self.kind} {self.name} has no factory")
         return self.factory(*args, self.validate_params(params))
@@ -143,6 +144,13 @@ class Registry:
 
     def space(self, name: str) -> ComponentSpec:
         return self.get("space", name)
+
+    def method(self, name: str) -> ComponentSpec:
+        """A method by its full name, or by the bare name of a core method (``ex-mcr`` is
+        ``mcrx/ex-mcr``: recipes name the papers' methods without a namespace)."""
+        if "/" not in name and self.registered_exactly("method", f"mcrx/{name}"):
+            name = f"mcrx/{name}"
+        return self.get("method", name)
 
     def connector(self, name: str) -> ComponentSpec:
         return self.get("connector", name)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -153,71 +153,3 @@ class MemoryWriter:
         self.manifest["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         write_json_atomic(self.path / MANIFEST, self.manifest)
         return Memory(self.path)
-
-
-# ---------------------------------------------------------------------------------------
-# Encoding a source into a memory
-# ---------------------------------------------------------------------------------------
-class _PreparedItems:
-    """Map-style dataset that runs ``encoder.prepare`` (in DataLoader workers)."""
-
-    def __init__(self, items: Sequence[Any], prepare) -> None:
-        self.items, self.prepare = items, prepare
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> Any:
-        return self.prepare(self.items[index])
-
-
-def _collate_list(batch: list[Any]) -> list[Any]:
-    return batch
-
-
-def encode_to_memory(
-    encoder,
-    items: Sequence[Any],
-    path: Path,
-    meta: dict[str, Any],
-    batch_size: int | None = None,
-    workers: int = 0,
-    dtype: str = "float32",
-    shard_rows: int = 65536,
-    description: str = "encode",
-    show_progress: bool = True,
-) -> tuple[Memory, int]:
-    """Encode ``items`` into the memory at ``path`` (resuming a partial one).
-    Returns the memory and how many items were encoded in this call."""
-    import torch
-    from torch.utils.data import DataLoader
-
-    from mcrx.ui.console import progress, rate_text
-
-    writer = MemoryWriter(path, meta, encoder.dim, shard_rows=shard_rows, dtype=dtype)
-    start = writer.count
-    todo = items[start:]
-    batch_size = batch_size or getattr(encoder, "batch_size", 64) or 64
-    loader = DataLoader(
-        _PreparedItems(todo, encoder.prepare),
-        batch_size=batch_size,
-        num_workers=workers,
-        collate_fn=_collate_list,
-    )
-    done, began = 0, time.perf_counter()
-    with progress(disable=not show_progress) as bar:
-        task = bar.add_task(description, total=len(items), completed=start, rate="")
-        for batch in loader:
-            with torch.no_grad():
-                embeddings = encoder.encode_prepared(batch)
-            embeddings = torch.as_tensor(embeddings).float().cpu()
-            if embeddings.shape != (len(batch), encoder.dim):
-                raise McrxError(
-                    f"{description}: the encoder returned shape {tuple(embeddings.shape)} for "
-                    f"{len(batch)} items; expected ({len(batch)}, {encoder.dim})"
-                )
-            writer.append(embeddings.numpy())
-            done += len(batch)
-            bar.update(task, advance=len(batch),
-                       rate=rate_text(done, time.perf_counter() - began, "items"))
-    return writer.close(), done

@@ -11,10 +11,7 @@ never interrupted.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,11 +25,9 @@ from torch.utils.data import DataLoader, Sampler
 
 from mcrx.errors import McrxError
 from mcrx.recipe.schema import Training
+from mcrx.store.checkpoints import latest_checkpoint, save_checkpoint
 from mcrx.train.distributed import batchnorm_across_processes, gather_rows, local_rows, world_size
 from mcrx.ui.console import console, progress, rate_text
-
-CHECKPOINT_PREFIX = "step-"
-STATE_FILE = "trainer_state.json"
 
 
 class PseudoPairDataset:
@@ -114,37 +109,6 @@ class AlignResult:
     @property
     def final_loss(self) -> float:
         return self.losses[-1][1] if self.losses else float("nan")
-
-
-def latest_checkpoint(directory: Path, fingerprint: str) -> tuple[Path, dict] | None:
-    """The newest complete checkpoint written for the same inputs, if any."""
-    if not directory.is_dir():
-        return None
-    for candidate in sorted(directory.glob(f"{CHECKPOINT_PREFIX}*"), reverse=True):
-        state_file = candidate / STATE_FILE
-        if candidate.is_dir() and state_file.is_file():
-            state = json.loads(state_file.read_text())
-            if state.get("fingerprint") == fingerprint:
-                return candidate, state
-    return None
-
-
-def _save_checkpoint(accelerator, directory: Path, step: int, fingerprint: str, keep: int = 2):
-    """save_state into a temporary folder, then rename: a checkpoint is whole or absent."""
-    final = directory / f"{CHECKPOINT_PREFIX}{step:09d}"
-    if accelerator.is_main_process:
-        directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f".tmp-{CHECKPOINT_PREFIX}{step:09d}"
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()  # every process has written its part
-    if accelerator.is_main_process:
-        (tmp / STATE_FILE).write_text(json.dumps({"step": step, "fingerprint": fingerprint}))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        for old in sorted(directory.glob(f"{CHECKPOINT_PREFIX}*"))[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
 
 
 def align(
@@ -248,11 +212,11 @@ def align(
                 bar.update(task, advance=1, rate=f"loss {float(loss.detach()):.4f}  " + rate_text(
                     step - resumed_from, time.perf_counter() - began, "steps"))
                 if step % training.checkpoint_every == 0 and step < total_steps:
-                    _save_checkpoint(accelerator, checkpoint_dir, step, fingerprint)
+                    save_checkpoint(accelerator, checkpoint_dir, step, fingerprint)
                 if stop_after_steps is not None and step >= stop_after_steps:
                     result.seconds = time.perf_counter() - began
                     return result
-    _save_checkpoint(accelerator, checkpoint_dir, step, fingerprint)
+    save_checkpoint(accelerator, checkpoint_dir, step, fingerprint)
     connector = accelerator.unwrap_model(connector).eval()
     result.seconds = time.perf_counter() - began
     return result

@@ -7,6 +7,8 @@ from typing import Any
 
 from rich.table import Table
 
+from mcrx.store.atomic import write_text_atomic
+
 COLUMNS = ("R@1", "R@5", "R@10", "mAP")
 
 
@@ -90,6 +92,4 @@ def markdown(metrics: dict[str, Any]) -> str:
 
 
 def write_report(metrics: dict[str, Any], path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(markdown(metrics))
-    tmp.replace(path)
+    write_text_atomic(path, markdown(metrics))

@@ -26,7 +26,8 @@ from pydantic import ValidationError
 
 from mcrx import McrxError
 from mcrx.plugin.manager import get_registry
-from mcrx.recipe.schema import check_recipe, parse_recipe
+from mcrx.recipe import parse_recipe
+from mcrx.recipe.check import check_recipe
 
 SR = 48000
 TEXTS = ["a dog barking", "rain on a tin roof", "an orchestra tuning up"]

@@ -17,7 +17,8 @@ from pydantic import ValidationError
 from mcrx import McrxError
 from mcrx.plugin.builtin import register_modalities
 from mcrx.plugin.registry import ComponentSpec, Registry
-from mcrx.recipe.schema import check_recipe, parse_recipe
+from mcrx.recipe import parse_recipe
+from mcrx.recipe.check import check_recipe
 from mcrx_ulip import plugin
 from mcrx_ulip.model import (
     Ulip2,

@@ -9,10 +9,12 @@ import yaml
 
 from mcrx.errors import McrxError, RecipeError
 from mcrx.plugin.manager import get_registry
-from mcrx.recipe.schema import Recipe, apply_overrides, check_recipe, load_recipe, parse_recipe
+from mcrx.recipe import Recipe, load_recipe, parse_recipe
+from mcrx.recipe.check import check_recipe
+from mcrx.recipe.load import apply_overrides
 
-RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.yaml"))
-DEMO = Path(__file__).parent.parent / "recipes" / "demo.yaml"
+RECIPES = sorted((Path(__file__).parents[2] / "recipes").glob("*.yaml"))
+DEMO = Path(__file__).parents[2] / "recipes" / "demo.yaml"
 
 
 def demo_raw() -> dict:

@@ -10,8 +10,8 @@ import torch
 
 import mcrx
 from mcrx.plugin.manager import get_registry
-from mcrx.recipe.schema import load_recipe
-from mcrx.stages.pipeline import extend
+from mcrx.recipe import load_recipe
+from mcrx.stages.extend import extend
 
 PAIRS = {f"{a}->{b}" for a in ("audio", "image", "pointcloud", "text")
          for b in ("audio", "image", "pointcloud", "text") if a != b}
@@ -136,7 +136,8 @@ def test_file_inputs_are_encoded_once_and_again_when_the_file_changes(exmcr_run,
     import os
 
     from mcrx.recipe.schema import DataSource
-    from mcrx.stages.pipeline import Run, embed_source
+    from mcrx.stages.context import Run
+    from mcrx.stages.encode import embed_source
 
     recipe, _ = exmcr_run
     registry = get_registry()

@@ -10,7 +10,8 @@ import torch
 
 from mcrx.errors import McrxError
 from mcrx.store.inputs import read_embeddings
-from mcrx.store.memory import Memory, MemoryWriter, encode_to_memory
+from mcrx.stages.encode import encode_to_memory
+from mcrx.store.memory import Memory, MemoryWriter
 
 
 def rows(n: int, d: int = 4, start: int = 0) -> np.ndarray:

@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 import mcrx
 from mcrx.cli import app
 from mcrx.errors import McrxError
-from mcrx.store.official import import_official
+from mcrx.infer.official import import_official
 
-SHARED_ULIP_CLIP = Path(__file__).parents[2] / "shared" / "checkpoints" / "ulip_clip.pt"
+SHARED_ULIP_CLIP = Path(__file__).parents[3] / "shared" / "checkpoints" / "ulip_clip.pt"
 
 
 # -- the authors' layouts, as the papers' releases define them ---------------------------

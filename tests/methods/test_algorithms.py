@@ -9,23 +9,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mcrx.methods.connectors import (
-    CMcrConnector,
-    CMcrParams,
+from mcrx.methods import cmcr, exmcr
+from mcrx.methods.cmcr import CMcrConnector, CMcrLoss
+from mcrx.methods.common import (
     ConnectorSpec,
-    ExMcrConnector,
-    ExMcrParams,
-    LinearConnector,
-    LinearParams,
-)
-from mcrx.methods.losses import CMcrLoss, ExMcrLoss, info_nce, mean_distance
-from mcrx.methods.pseudo_pairs import (
     LeafMemories,
-    build_pseudo_pairs,
-    read_pseudo_pairs,
-    write_pseudo_pairs,
+    LinearConnector,
+    info_nce,
+    mean_distance,
 )
+from mcrx.methods.exmcr import ExMcrConnector, ExMcrLoss
+from mcrx.methods.params import CMcrParams, ExMcrParams, LinearParams
 from mcrx.methods.retrieval import retrieve, soft_retrieve
+from mcrx.store.pairs import read_pseudo_pairs, write_pseudo_pairs
 from mcrx.train.aligner import add_noise
 
 
@@ -83,7 +79,7 @@ def memories() -> LeafMemories:
 
 def test_cmcr_pairs_are_bridge_centric():
     mem = memories()
-    pairs = build_pseudo_pairs("c-mcr", mem, 0.01)
+    pairs = cmcr.METHOD.build(mem, 0.01)
     assert all(len(rows) == 25 for rows in pairs.values())
     torch.testing.assert_close(pairs["leaf_bridge"], mem.leaf_bridge)
     torch.testing.assert_close(pairs["leaf_x"],
@@ -94,7 +90,7 @@ def test_cmcr_pairs_are_bridge_centric():
 
 def test_exmcr_pairs_hold_three_pools_built_as_the_paper_says():
     mem, tau = memories(), 0.01
-    pairs = build_pseudo_pairs("ex-mcr", mem, tau, memory_block=16)
+    pairs = exmcr.METHOD.build(mem, tau, memory_block=16)
     assert all(len(rows) == 25 + 30 + 35 for rows in pairs.values())
     # pools in order: bridge-centric (25), x-centric (30), y-centric (35)
     unshuffled = pairs
@@ -121,8 +117,8 @@ def test_exmcr_pairs_hold_three_pools_built_as_the_paper_says():
 
 def test_pairs_written_to_disk_in_chunks_equal_the_in_memory_ones(tmp_path):
     mem = memories()
-    in_memory = build_pseudo_pairs("ex-mcr", mem, 0.01)
-    on_disk = write_pseudo_pairs(tmp_path / "pairs", "ex-mcr", mem, 0.01,
+    in_memory = exmcr.METHOD.build(mem, 0.01)
+    on_disk = write_pseudo_pairs(tmp_path / "pairs", exmcr.METHOD, mem, 0.01,
                                  metadata={"fingerprint": "f"}, chunk=7)
     for role, rows in in_memory.items():
         torch.testing.assert_close(torch.from_numpy(np.array(on_disk[role])), rows)
@@ -250,6 +246,6 @@ def test_top_k_retrieval_is_exact_when_k_covers_the_memory_and_close_otherwise()
 
 def test_top_k_pseudo_pairs_stay_close_to_exact():
     mem = memories()
-    pairs = build_pseudo_pairs("ex-mcr", mem, 0.01, top_k=8)
-    exact = build_pseudo_pairs("ex-mcr", mem, 0.01)
+    pairs = exmcr.METHOD.build(mem, 0.01, top_k=8)
+    exact = exmcr.METHOD.build(mem, 0.01)
     assert (pairs["parent_y"] * exact["parent_y"]).sum(1).mean() > 0.95

@@ -5,10 +5,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mcrx.methods.connectors import ConnectorSpec, ExMcrConnector, ExMcrParams
-from mcrx.methods.losses import ExMcrLoss
+from mcrx.methods.common import ConnectorSpec
+from mcrx.methods.exmcr import ExMcrConnector, ExMcrLoss
+from mcrx.methods.params import ExMcrParams
 from mcrx.recipe.schema import Training
-from mcrx.train.aligner import align, latest_checkpoint
+from mcrx.store.checkpoints import latest_checkpoint
+from mcrx.train.aligner import align
 
 SPEC = ConnectorSpec(leaf_dim=32, parent_dim=24, bridge="text", leaf_modality="audio",
                      parent_modality="image")

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from mcrx.cli import app
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 runner = CliRunner()
 
 

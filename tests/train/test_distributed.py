@@ -15,8 +15,8 @@ import yaml
 
 import mcrx
 from mcrx.plugin.manager import get_registry
-from mcrx.recipe.schema import load_recipe
-from mcrx.stages.pipeline import extend
+from mcrx.recipe import load_recipe
+from mcrx.stages.extend import extend
 
 
 @pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None

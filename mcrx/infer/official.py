@@ -1,6 +1,6 @@
 """Importing the projector weights the C-MCR and Ex-MCR authors released.
 
-Their layouts (DESIGN.md; the released ``*_projector.py``):
+Their layouts (the authors' released ``*_projector.py`` and checkpoints):
 
 - C-MCR ``clap_clip.pt``: ``Head_A`` (CLAP side) and ``Head_B`` (CLIP side), each
   ``net1 = Linear(512→1024)+BN+ReLU``, ``net2 = Linear(1024→512)+BN``;
@@ -22,14 +22,12 @@ from typing import Any
 import torch
 
 from mcrx.errors import McrxError
-from mcrx.infer.unified import UnifiedModel, build_manifest
-from mcrx.methods.connectors import (
-    CMcrConnector,
-    CMcrParams,
-    ConnectorSpec,
-    ExMcrConnector,
-    ExMcrParams,
-)
+from mcrx.infer.unified import UnifiedModel
+from mcrx.methods.cmcr import CMcrConnector
+from mcrx.methods.common import ConnectorSpec
+from mcrx.methods.exmcr import ExMcrConnector
+from mcrx.methods.params import CMcrParams, ExMcrParams
+from mcrx.store.artifact import build_manifest
 
 DIM = 512  # every released head works on 512-d embeddings
 

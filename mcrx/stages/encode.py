@@ -1,0 +1,184 @@
+"""Stage 1, encode: every memory the pseudo pairs need, and every evaluation set, as rows of
+the space that embeds them — from a precomputed file named in the recipe, from the shared
+embedding cache, or encoded now (shard by shard, resumable) and cached.
+
+    $MCRX_CACHE_DIR/embeddings/<space>/<modality>/<key>/   one memory (see mcrx.store.memory)
+
+``key`` fingerprints the encoder (weights, preprocessing) and the source (dataset and
+params, or input files with sizes and times), so encoding the same data twice encodes
+nothing, whichever recipe asks.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from mcrx.errors import McrxError
+from mcrx.recipe.schema import DataSource
+from mcrx.stages.context import Embeddings, Run
+from mcrx.store.fingerprint import files_fingerprint, fingerprint_of
+from mcrx.store.inputs import read_embeddings, read_labels
+from mcrx.store.memory import Memory, MemoryWriter
+from mcrx.store.paths import cache_root, slug
+from mcrx.ui.console import console, progress, rate_text
+
+
+# ---------------------------------------------------------------------------------------
+def _source_items(run: Run, source: DataSource, modality: str, encoder) -> tuple[Any, str, Any]:
+    """(items, fingerprint, labels) of a raw-input source."""
+    if source.dataset:
+        dataset = run.registry.dataset(source.dataset).build(params=source.params)
+        items = dataset.items(modality)
+        fingerprint = fingerprint_of(source.dataset, source.params, dataset.fingerprint())
+        labels = dataset.labels(modality)
+    else:
+        items = encoder.read_inputs(source.inputs)
+        # a folder: every file's size and time; a file (.txt, .npy): the file itself
+        listed = items if Path(source.inputs).is_dir() else [source.inputs]
+        fingerprint = fingerprint_of(str(source.inputs), files_fingerprint(listed))
+        labels = None
+    if source.labels is not None:
+        labels = read_labels(source.labels)
+    if source.limit:
+        items = items[: source.limit]
+        labels = labels[: source.limit] if labels is not None else None
+    return items, fingerprint_of(fingerprint, source.limit), labels
+
+
+def embed_source(run: Run, source: DataSource, modality: str, space_name: str, what: str):
+    """Embeddings of ``source`` in ``space_name``: from the precomputed file named in the
+    recipe, from the embedding cache, or encoded now (and cached)."""
+    if space_name in source.embeddings:
+        path = source.embeddings[space_name]
+        array = read_embeddings(path, run.registry.space(space_name).dim)
+        if source.limit:
+            array = array[: source.limit]
+        stat = os.stat(path)
+        labels = read_labels(source.labels) if source.labels else None
+        if labels is not None and source.limit:
+            labels = labels[: source.limit]
+        rows = torch.nn.functional.normalize(torch.from_numpy(np.array(array)), dim=-1)
+        fingerprint = fingerprint_of(str(path), stat.st_size, stat.st_mtime_ns, source.limit)
+        return Embeddings(rows, fingerprint, labels)
+
+    encoder = run.space(space_name).encoder(modality)
+    items, source_fingerprint, labels = _source_items(run, source, modality, encoder)
+    dtype = run.recipe.memory_dtype
+    key = fingerprint_of(encoder.fingerprint(), source_fingerprint,
+                         *([dtype] if dtype != "float32" else []))
+    path = cache_root() / "embeddings" / slug(space_name) / modality / key
+    memory = Memory(path) if (path / "manifest.json").is_file() else None
+    if memory is None or not memory.complete:
+        meta = {"key": key, "space": space_name, "modality": modality, "source": what,
+                "encoder_fingerprint": encoder.fingerprint(),
+                "source_fingerprint": source_fingerprint}
+        memory, encoded = encode_to_memory(
+            encoder, items, path, meta, workers=run.workers, dtype=dtype,
+            description=f"encode {what} ({space_name})", show_progress=run.show_progress,
+        )
+        run.encoded += encoded
+    if memory.count != len(items):
+        raise McrxError(f"{path}: cached memory holds {memory.count} rows, expected "
+                        f"{len(items)}; delete it to re-encode")
+    rows = torch.nn.functional.normalize(memory.tensor(), dim=-1)
+    return Embeddings(rows, key, labels)
+
+
+def encode_memories(run: Run) -> dict[tuple[str, str], Embeddings]:
+    """(modality, space) → embeddings of every memory the pseudo pairs need."""
+    console.rule("[bold]1 · memories")
+    memories = {}
+    for modality, spaces in run.chain.needed_memories().items():
+        source = run.recipe.memories[modality]
+        for space_name in spaces:
+            memories[modality, space_name] = embed_source(
+                run, source, modality, space_name, f"memories.{modality}"
+            )
+            console.print(f"  {modality:<11} in {space_name:<16} "
+                          f"{len(memories[modality, space_name].rows):>9,} rows")
+    # the bridge memory must hold the same items in both spaces
+    for link in run.chain.links:
+        a, b = memories[link.bridge, link.space].rows, memories[link.bridge, link.parent].rows
+        if len(a) != len(b):
+            raise McrxError(f"memories.{link.bridge}: {len(a)} rows in {link.space} but "
+                            f"{len(b)} in {link.parent}; the bridge memory must be row aligned")
+    return memories
+
+
+def encode_evaluation(run: Run) -> dict[str, dict[str, Embeddings]]:
+    """Evaluation set → modality → native embeddings (in the space that embeds it)."""
+    sets = {}
+    for j, evaluation in enumerate(run.recipe.evaluation):
+        sets[evaluation.name] = {
+            modality: embed_source(run, source, modality, run.space_of(modality),
+                                   f"evaluation.{j}.{modality}")
+            for modality, source in evaluation.data.items()
+        }
+    return sets
+
+
+# ---------------------------------------------------------------------------------------
+# Encoding items into a memory
+# ---------------------------------------------------------------------------------------
+class _PreparedItems:
+    """Map-style dataset that runs ``encoder.prepare`` (in DataLoader workers)."""
+
+    def __init__(self, items: Sequence[Any], prepare) -> None:
+        self.items, self.prepare = items, prepare
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.prepare(self.items[index])
+
+
+def encode_to_memory(
+    encoder,
+    items: Sequence[Any],
+    path: Path,
+    meta: dict[str, Any],
+    batch_size: int | None = None,
+    workers: int = 0,
+    dtype: str = "float32",
+    shard_rows: int = 65536,
+    description: str = "encode",
+    show_progress: bool = True,
+) -> tuple[Memory, int]:
+    """Encode ``items`` into the memory at ``path`` (resuming a partial one).
+    Returns the memory and how many items were encoded in this call."""
+    writer = MemoryWriter(path, meta, encoder.dim, shard_rows=shard_rows, dtype=dtype)
+    start = writer.count
+    todo = items[start:]
+    batch_size = batch_size or getattr(encoder, "batch_size", 64) or 64
+    loader = DataLoader(
+        _PreparedItems(todo, encoder.prepare),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=list,  # a batch stays the list of prepared items (picklable for workers)
+    )
+    done, began = 0, time.perf_counter()
+    with progress(disable=not show_progress) as bar:
+        task = bar.add_task(description, total=len(items), completed=start, rate="")
+        for batch in loader:
+            with torch.no_grad():
+                embeddings = encoder.encode_prepared(batch)
+            embeddings = torch.as_tensor(embeddings).float().cpu()
+            if embeddings.shape != (len(batch), encoder.dim):
+                raise McrxError(
+                    f"{description}: the encoder returned shape {tuple(embeddings.shape)} for "
+                    f"{len(batch)} items; expected ({len(batch)}, {encoder.dim})"
+                )
+            writer.append(embeddings.numpy())
+            done += len(batch)
+            bar.update(task, advance=len(batch),
+                       rate=rate_text(done, time.perf_counter() - began, "items"))
+    return writer.close(), done

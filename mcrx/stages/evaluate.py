@@ -1,0 +1,110 @@
+"""Stage 4, evaluate: the unified model assembled from the trained connectors, its retrieval
+figures on every evaluation set, each space's own (native) figures, the linear baseline's,
+and the metrics document written to ``OUT/metrics.json``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mcrx.infer.unified import UnifiedModel
+from mcrx.metrics.retrieval import cross_modal_retrieval
+from mcrx.stages.context import Embeddings, Run
+from mcrx.store.artifact import build_manifest
+
+EvaluationSets = dict[str, dict[str, Embeddings]]  # set name → modality → native rows
+
+
+def make_model(run: Run, connectors, connector_name: str, connector_params,
+               target: str) -> UnifiedModel:
+    """The unified model of ``connectors`` (leaf space → connector) along the run's chain."""
+    recipe = run.recipe
+    spaces = {}
+    for ref in recipe.space_refs():
+        spec = run.registry.space(ref.space)
+        spaces[ref.space] = {"plugin": spec.plugin, "params": ref.params,
+                             "dim": run.space(ref.space).dim,
+                             "modalities": list(spec.modalities)}
+    leaves = []
+    for link in run.chain.links:
+        spec = run.connector_spec(link)
+        leaves.append({"space": link.space, "parent": link.parent,
+                       "bridge": link.bridge, "modality": spec.leaf_modality,
+                       "parent_modality": spec.parent_modality,
+                       "connector": {"name": connector_name, "params": connector_params,
+                                     "spec": spec.as_dict()}})
+    if target == "new":
+        dim = next(iter(connectors.values())).out_dim
+    else:
+        dim = spaces[recipe.base.space]["dim"]
+    manifest = build_manifest(
+        name=recipe.name, method=recipe.method, base=recipe.base.space, target=target, dim=dim,
+        spaces=spaces, leaves=leaves, recipe=recipe.model_dump(mode="json"),
+        registry=run.registry,
+    )
+    return UnifiedModel(manifest, connectors, run.registry)
+
+
+def evaluate_model(model: UnifiedModel, sets: EvaluationSets, run: Run) -> dict:
+    """Set name → "modality->modality" → metrics, in the unified space."""
+    results = {}
+    for evaluation in run.recipe.evaluation:
+        data = sets[evaluation.name]
+        unified = {m: model.project(run.space_of(m), m, e.rows) for m, e in data.items()}
+        results[evaluation.name] = cross_modal_retrieval(
+            unified, evaluation.ground_truth, {m: e.labels for m, e in data.items()}
+        )
+    return results
+
+
+def evaluate_native(sets: EvaluationSets, run: Run) -> dict:
+    """Each space's own retrieval between its own modalities (the reference figures)."""
+    results = {}
+    for evaluation in run.recipe.evaluation:
+        data = sets[evaluation.name]
+        for space_name in run.recipe.space_names():
+            mine = {m: e for m, e in data.items() if run.space_of(m) == space_name}
+            if len(mine) >= 2:
+                results.setdefault(evaluation.name, {})[space_name] = cross_modal_retrieval(
+                    {m: e.rows for m, e in mine.items()}, evaluation.ground_truth,
+                    {m: e.labels for m, e in mine.items()},
+                )
+    return results
+
+
+def _flatten(per_set: dict[str, dict]) -> dict:
+    """One set: its pairs as they are; several: prefixed "set/audio->image"."""
+    if len(per_set) == 1:
+        return next(iter(per_set.values()))
+    return {f"{name}/{pair}": m for name, pairs in per_set.items() for pair, m in pairs.items()}
+
+
+def evaluate_run(run: Run, model: UnifiedModel, sets: EvaluationSets, memories,
+                 training_report: dict) -> dict[str, Any]:
+    """The metrics document: unified, native and baseline retrieval, and training."""
+    from mcrx.stages.train import fit_baselines
+
+    recipe = run.recipe
+    metrics: dict[str, Any] = {
+        "method": recipe.method,
+        "recipe": recipe.name,
+        "retrieval": _flatten(evaluate_model(model, sets, run)),
+        "spaces": {},
+        "baselines": {},
+        "training": training_report,
+    }
+    native = evaluate_native(sets, run)
+    for set_name, per_space in native.items():
+        for space_name, pairs_metrics in per_space.items():
+            metrics["spaces"].setdefault(space_name, {"retrieval": {}})
+            key_prefix = "" if len(native) == 1 else f"{set_name}/"
+            metrics["spaces"][space_name]["retrieval"].update(
+                {f"{key_prefix}{pair}": m for pair, m in pairs_metrics.items()}
+            )
+    if recipe.baseline != "none":
+        baseline = make_model(run, fit_baselines(run, memories), "mcrx/linear",
+                              {"solver": recipe.baseline}, "parent")
+        metrics["baselines"]["linear"] = {
+            "solver": recipe.baseline,
+            "retrieval": _flatten(evaluate_model(baseline, sets, run)),
+        }
+    return metrics

@@ -1,0 +1,74 @@
+"""``mcrx extend``: the order of the stages, nothing else.
+
+    validate → 1 encode → 2 pseudo pairs → 3 train → 4 evaluate → write
+
+Each stage reads files and writes files named by a fingerprint of its inputs, so running the
+same recipe again skips finished stages, and a crash resumes where it stopped:
+
+    $MCRX_CACHE_DIR/embeddings/<space>/<modality>/<key>/   encoded memories (shared cache)
+    OUT/pseudo_pairs/<leaf>/                               pseudo pairs per leaf
+    OUT/checkpoints/<leaf>/step-*/                         resumable training state
+    OUT/connectors/<leaf>.safetensors                      trained connector per leaf
+    OUT/model/                                             the unified model
+    OUT/metrics.json, OUT/report.md                        evaluation
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from mcrx.plugin.registry import Registry
+from mcrx.recipe.schema import Recipe
+from mcrx.stages.context import Run
+from mcrx.stages.encode import encode_evaluation, encode_memories
+from mcrx.stages.evaluate import evaluate_run, make_model
+from mcrx.stages.pairs import build_pairs
+from mcrx.stages.train import train_connectors
+from mcrx.store.atomic import write_json_atomic
+from mcrx.ui.console import console
+from mcrx.ui.report import write_report
+
+
+def extend(
+    recipe: Recipe,
+    registry: Registry,
+    show_progress: bool = True,
+    workers: int = 0,
+    stop_after_steps: int | None = None,
+) -> dict[str, Any]:
+    """Run every stage of ``recipe``; returns the metrics written to OUT/metrics.json
+    (an empty dict in every process but the main one of a distributed launch)."""
+    began = time.perf_counter()
+    run = Run(recipe, registry, show_progress=show_progress, workers=workers)
+    run.out.mkdir(parents=True, exist_ok=True)
+    if run.state.is_main_process:
+        write_json_atomic(run.out / "recipe.json", recipe.model_dump(mode="json"))
+
+    # 1. Encoding: the main process fills the embedding cache, the others then read it.
+    with run.state.main_process_first():
+        memories = encode_memories(run)
+        evaluation_sets = encode_evaluation(run)
+    # 2. Pseudo pairs: query chunks shared among processes.
+    pairs = build_pairs(run, memories)
+    # 3. Training: DDP across processes.
+    connectors, training_report = train_connectors(run, pairs, stop_after_steps)
+    if not run.state.is_main_process:  # evaluation and writing: the main process only
+        run.state.wait_for_everyone()
+        return {}
+
+    # 4. Evaluation, then the artifact and the report.
+    console.rule("[bold]4 · evaluation")
+    target = next(iter(connectors.values())).target
+    model = make_model(run, connectors, run.chain.connector_name, run.chain.connector_params,
+                       target)
+    metrics = evaluate_run(run, model, evaluation_sets, memories, training_report)
+    metrics["seconds"] = round(time.perf_counter() - began, 2)
+    metrics["encoded_items"] = run.encoded
+
+    model.manifest["metrics"] = metrics
+    model.save(run.out / "model")
+    write_json_atomic(run.out / "metrics.json", metrics)
+    write_report(metrics, run.out / "report.md")
+    run.state.wait_for_everyone()
+    return metrics

@@ -1,0 +1,77 @@
+"""Stage 3, train: per leaf, the recipe's connector and loss (by default the method's) are
+fitted on that leaf's pseudo pairs by the aligner, resuming from the last checkpoint of the
+same inputs; a connector trained before for the same inputs is reused. Also the closed-form
+linear baseline, fitted on the bridge memory alone."""
+
+from __future__ import annotations
+
+import torch
+
+from mcrx.errors import McrxError
+from mcrx.methods.common import LinearConnector
+from mcrx.methods.params import LinearParams
+from mcrx.stages.context import Run
+from mcrx.store.connectors import load_connector_state, save_connector_state
+from mcrx.store.fingerprint import fingerprint_of
+from mcrx.store.paths import slug
+from mcrx.ui.console import console
+
+
+def train_connectors(run: Run, pairs, stop_after_steps: int | None = None):
+    """Leaf space → trained connector, and leaf space → training report."""
+    from mcrx.train.aligner import align
+
+    console.rule("[bold]3 · aligner")
+    recipe, chain = run.recipe, run.chain
+    connectors, reports = {}, {}
+    for link in chain.links:
+        leaf_pairs, pairs_fingerprint = pairs[link.space]
+        spec = run.connector_spec(link)
+        seed = recipe.seed + link.index
+        fingerprint = fingerprint_of("train", pairs_fingerprint, chain.connector_name,
+                                     chain.connector_params, spec.as_dict(),
+                                     recipe.training.model_dump(), seed)
+        torch.manual_seed(seed)  # connector initialisation
+        connector = run.registry.connector(chain.connector_name).build(
+            spec, params=chain.connector_params
+        )
+        loss = run.registry.loss(chain.loss_name).build(recipe.training)
+        path = run.out / "connectors" / f"{slug(link.space)}.safetensors"
+        done = load_connector_state(path, fingerprint)
+        if done is not None:
+            connector.load_state_dict(done)
+            connector.eval()
+            console.print(f"  {link.space}: trained before")
+            reports[link.space] = {"resumed_from": None, "seconds": 0.0}
+        else:
+            result = align(
+                connector, loss, leaf_pairs, recipe.training,
+                checkpoint_dir=run.out / "checkpoints" / slug(link.space),
+                fingerprint=fingerprint, seed=seed,
+                description=f"train {link.space} → {link.parent}",
+                show_progress=run.show_progress, stop_after_steps=stop_after_steps,
+            )
+            if stop_after_steps is not None and result.steps > stop_after_steps:
+                raise McrxError(f"stopped after {stop_after_steps} steps as asked")
+            if run.state.is_main_process:
+                save_connector_state(path, connector, fingerprint)
+            run.state.wait_for_everyone()
+            reports[link.space] = {"resumed_from": result.resumed_from,
+                                   "seconds": round(result.seconds, 2),
+                                   "steps": result.steps, "final_loss": result.final_loss}
+            console.print(f"  {link.space}: {result.steps} steps in {result.seconds:.1f} s, "
+                          f"final loss {result.final_loss:.4f}")
+        connectors[link.space] = connector
+    return connectors, reports
+
+
+def fit_baselines(run: Run, memories) -> dict[str, LinearConnector]:
+    """Closed-form linear maps leaf → parent fitted on the bridge memory alone."""
+    connectors = {}
+    for link in run.chain.links:
+        connector = LinearConnector(run.connector_spec(link),
+                                    LinearParams(solver=run.recipe.baseline))
+        connector.fit(memories[link.bridge, link.space].rows,
+                      memories[link.bridge, link.parent].rows)
+        connectors[link.space] = connector
+    return connectors
