@@ -27,8 +27,9 @@ def import_official(
         help="Ex-MCR ex_ulip.pt (ULIP → CLIP)")] = None,
     clip_space: Annotated[str, typer.Option(help="the CLIP space")] = "clip/ViT-B-32",
     clap_space: Annotated[
-        str, typer.Option(help="the CLAP space")
-    ] = "clap/630k-audioset-fusion",
+        str, typer.Option(help="the CLAP space (default: the papers' weight, "
+                               "630k-fusion-best.pt with enable_fusion=True)")
+    ] = "clap/630k-fusion",
     ulip_space: Annotated[str, typer.Option(help="the ULIP space")] = "ulip/pointbert",
     clip_params: Annotated[str, typer.Option(help="CLIP space params as JSON, e.g. "
                                              '\'{"pretrained": "ViT-B-32.pt"}\'')] = "{}",

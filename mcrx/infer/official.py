@@ -37,7 +37,8 @@ class OfficialSpaces:
     """Which mcrx spaces the released heads connect, and their params (weights files)."""
 
     clip: str = "clip/ViT-B-32"
-    clap: str = "clap/630k-audioset-fusion"
+    # what both papers' authors used ("the weight we use"): 630k-fusion-best.pt, fusion on
+    clap: str = "clap/630k-fusion"
     ulip: str = "ulip/pointbert"
     clip_params: dict | None = None
     clap_params: dict | None = None

@@ -102,7 +102,7 @@ def test_cmcr_clap_clip_layout(tmp_path):
     clip, clap = embeddings(seed=5), embeddings(seed=6)
     with torch.no_grad():  # Head_A is CLAP's side, Head_B CLIP's
         close(model.project("clip/ViT-B-32", "text", clip), F.normalize(reference.Head_B(clip)))
-        close(model.project("clap/630k-audioset-fusion", "audio", clap),
+        close(model.project("clap/630k-fusion", "audio", clap),
               F.normalize(reference.Head_A(clap)))
 
 
@@ -120,9 +120,9 @@ def test_exmcr_heads_layout(tmp_path):
     audio, cloud, clap_text, base = (embeddings(seed=s) for s in (9, 10, 11, 12))
     with torch.no_grad():
         # leaf modality: Head1 then Head2; the leaf's bridge: Head2 only; the base: untouched
-        close(model.project("clap/630k-audioset-fusion", "audio", audio),
+        close(model.project("clap/630k-fusion", "audio", audio),
               clap_head.Head2(clap_head.Head1(audio)))
-        close(model.project("clap/630k-audioset-fusion", "text", clap_text),
+        close(model.project("clap/630k-fusion", "text", clap_text),
               clap_head.Head2(clap_text))
         close(model.project("ulip/pointbert", "pointcloud", cloud),
               ulip_head.Head2(ulip_head.Head1(cloud)))
