@@ -1,0 +1,133 @@
+"""Files as search items: which modality a file holds, its content hash, and what the
+encoder is handed for it.
+
+A file's modality comes from its suffix when the suffix says it unambiguously (``.wav`` is
+audio, ``.png`` an image, ``.ply`` a point cloud, ``.txt`` a text); ``.npy`` can hold any
+modality (raw vectors of the toy world, point clouds of ULIP), so it needs ``--modality``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mcrx.errors import McrxError
+
+#: file suffix → the modality it holds (lower case); suffixes missing here (``.npy``) are
+#: ambiguous and need the modality named
+SUFFIX_MODALITIES: dict[str, str] = {
+    **dict.fromkeys((".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"),
+                    "image"),
+    **dict.fromkeys((".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".aif", ".aiff",
+                     ".aifc", ".au", ".m4a"), "audio"),
+    **dict.fromkeys((".ply", ".obj", ".off", ".pcd", ".xyz"), "pointcloud"),
+    **dict.fromkeys((".txt", ".md"), "text"),
+}
+
+#: suffixes whose content is the text itself (the text encoder is handed the string, not the
+#: path: a CLIP text tower would otherwise embed the file name)
+TEXT_FILE_SUFFIXES = (".txt", ".md")
+
+_HASH_CHUNK = 1 << 20
+
+
+def modality_of_suffix(path: str | Path, modalities: Iterable[str]) -> str | None:
+    """The modality ``path``'s suffix names, if the model embeds it; else None."""
+    modality = SUFFIX_MODALITIES.get(Path(path).suffix.lower())
+    return modality if modality in set(modalities) else None
+
+
+def looks_like_path(value: str) -> bool:
+    """Whether a query value that is no existing file was probably meant as one (a typo in
+    a file name should be reported, not embedded as a text)."""
+    suffix = Path(value).suffix.lower()
+    return (
+        "/" in value
+        or value.startswith("~")
+        or suffix in SUFFIX_MODALITIES
+        or suffix in (".npy", ".npz")
+    ) and " " not in value.strip()
+
+
+def content_hash(path: str | Path) -> str:
+    """sha256 of the file's bytes (hex): what decides whether a changed file is re-embedded."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def encoder_item(path: str | Path, modality: str) -> Any:
+    """What the encoder of ``modality`` is handed for the file at ``path``: a text file's
+    content for text, the path itself for everything else (encoders read their files)."""
+    path = Path(path)
+    if modality == "text" and path.suffix.lower() in TEXT_FILE_SUFFIXES:
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise McrxError(f"{path}: cannot read the text ({exc})") from None
+    return str(path)
+
+
+@dataclass(frozen=True)
+class FileStat:
+    """What a cheap ``stat`` says about a file: when it matches the stored one, the file is
+    taken as unchanged without reading it."""
+
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, path: str | Path) -> FileStat:
+        stat = os.stat(path)
+        return cls(stat.st_size, stat.st_mtime_ns)
+
+
+def expand_inputs(
+    inputs: Sequence[str | Path], modality: str | None, modalities: Sequence[str], encoder_for
+) -> list[tuple[Path, str]]:
+    """``(absolute path, modality)`` of every file named by ``inputs`` (files, or folders
+    searched recursively). With ``modality`` every file is of it, and a folder is listed by
+    that modality's encoder (a CLIP image encoder keeps image files only); without it each
+    file's suffix must name one of ``modalities`` (in a folder, other files are skipped).
+
+    ``encoder_for(modality)`` returns the encoder whose ``read_inputs`` lists a folder."""
+    found: dict[Path, str] = {}
+    for raw in inputs:
+        path = Path(raw).expanduser()
+        if not path.exists():
+            raise McrxError(f"not found: {raw}")
+        if path.is_dir():
+            if modality is not None:
+                listed = encoder_for(modality).read_inputs(path)
+                files = [Path(p) for p in listed if isinstance(p, str | os.PathLike)]
+                pairs = [(p, modality) for p in files]
+            else:
+                pairs = []
+                for p in sorted(path.rglob("*")):
+                    hidden = any(part.startswith(".") for part in p.relative_to(path).parts)
+                    if p.is_file() and not hidden:
+                        guessed = modality_of_suffix(p, modalities)
+                        if guessed is not None:
+                            pairs.append((p, guessed))
+            if not pairs:
+                what = f"{modality} files" if modality else (
+                    f"files whose suffix names a modality of the model ({', '.join(modalities)}"
+                    "; name the modality with --modality for .npy and other files)")
+                raise McrxError(f"{raw}: the folder holds no {what}")
+        else:
+            guessed = modality or modality_of_suffix(path, modalities)
+            if guessed is None:
+                raise McrxError(
+                    f"{raw}: cannot tell the modality of a {path.suffix or 'suffix-less'} file; "
+                    f"name it with --modality ({', '.join(modalities)})"
+                )
+            pairs = [(path, guessed)]
+        for p, m in pairs:
+            found[p.resolve()] = m
+    return sorted(found.items())

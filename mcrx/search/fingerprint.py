@@ -1,0 +1,45 @@
+"""The fingerprint of a unified model folder: what a collection pins, so that vectors of two
+models never meet in one index (their spaces are unrelated even at equal dimension)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from mcrx.errors import McrxError
+from mcrx.store.fingerprint import fingerprint_of
+
+MANIFEST = "manifest.json"
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def model_fingerprint(path: str | Path) -> str:
+    """A short hash of the model's manifest and the bytes of its connector weights.
+
+    The manifest names the spaces and their params (which weights each encoder loads), the
+    connector files hold the trained projections: together they decide every vector the
+    model produces. Re-training writes new weights, so a new fingerprint."""
+    path = Path(path)
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise McrxError(f"{path} is not a unified model (no {MANIFEST}); give the model folder "
+                        "that `mcrx extend` wrote (OUT/model)")
+    manifest = json.loads(manifest_path.read_text())
+    # metrics and versions describe the run, not the vectors: leave them out so the same
+    # weights re-evaluated keep their fingerprint
+    essential = {k: v for k, v in manifest.items() if k not in ("metrics", "versions")}
+    weights = []
+    for leaf in manifest.get("leaves", []):
+        file = path / leaf.get("file", "")
+        if not file.is_file():
+            raise McrxError(f"{path}: the connector file {leaf.get('file')} is missing")
+        weights.append((leaf.get("file"), _file_digest(file)))
+    return fingerprint_of("mcrx-model", essential, weights)
