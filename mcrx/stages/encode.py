@@ -26,7 +26,7 @@ from mcrx.recipe.schema import DataSource
 from mcrx.stages.context import Embeddings, Run
 from mcrx.store.fingerprint import files_fingerprint, fingerprint_of
 from mcrx.store.inputs import read_embeddings, read_labels
-from mcrx.store.memory import Memory, MemoryWriter
+from mcrx.store.memory import Memory, MemoryWriter, merge_parts, normalize_rows_, part_folder
 from mcrx.store.paths import cache_root, slug
 from mcrx.ui.console import console, progress, rate_text
 
@@ -65,7 +65,8 @@ def embed_source(run: Run, source: DataSource, modality: str, space_name: str, w
         labels = read_labels(source.labels) if source.labels else None
         if labels is not None and source.limit:
             labels = labels[: source.limit]
-        rows = torch.nn.functional.normalize(torch.from_numpy(np.array(array)), dim=-1)
+        # one copy out of the file (it may be memory-mapped), normalised in place
+        rows = normalize_rows_(torch.from_numpy(np.array(array, dtype=np.float32)))
         fingerprint = fingerprint_of(str(path), stat.st_size, stat.st_mtime_ns, source.limit)
         return Embeddings(rows, fingerprint, labels)
 
@@ -80,16 +81,45 @@ def embed_source(run: Run, source: DataSource, modality: str, space_name: str, w
         meta = {"key": key, "space": space_name, "modality": modality, "source": what,
                 "encoder_fingerprint": encoder.fingerprint(),
                 "source_fingerprint": source_fingerprint}
-        memory, encoded = encode_to_memory(
-            encoder, items, path, meta, workers=run.workers, dtype=dtype,
-            description=f"encode {what} ({space_name})", show_progress=run.show_progress,
+        memory, encoded = encode_shared(
+            run, encoder, items, path, meta, dtype=dtype,
+            description=f"encode {what} ({space_name})",
         )
         run.encoded += encoded
     if memory.count != len(items):
         raise McrxError(f"{path}: cached memory holds {memory.count} rows, expected "
                         f"{len(items)}; delete it to re-encode")
-    rows = torch.nn.functional.normalize(memory.tensor(), dim=-1)
+    # one preallocated read, normalised in place (peak 1× the memory); a float16 memory
+    # stays float16 in RAM (half the bytes) and is widened block by block where it is used
+    rows = memory.tensor(dtype=None if dtype == "float16" else "float32", normalize=True)
     return Embeddings(rows, key, labels)
+
+
+def encode_shared(run: Run, encoder, items: Sequence[Any], path: Path, meta: dict[str, Any],
+                  dtype: str = "float32", description: str = "encode") -> tuple[Memory, int]:
+    """Encode ``items`` into the memory at ``path`` with every launched process: under
+    ``torchrun`` / ``accelerate launch`` each process encodes its contiguous share
+    (Accelerate's ``split_between_processes``) into its own resumable part, then the main
+    process lists the parts' shards in one manifest (:func:`mcrx.store.memory.merge_parts`,
+    no row copied). One process writes the memory folder directly, as always."""
+    state = run.state
+    world = state.num_processes
+    if world == 1:
+        return encode_to_memory(encoder, items, path, meta, workers=run.workers, dtype=dtype,
+                                description=description, show_progress=run.show_progress)
+    with state.split_between_processes(torch.arange(len(items))) as share:
+        first, stop = (int(share[0]), int(share[-1]) + 1) if len(share) else (0, 0)
+    part = part_folder(path, state.process_index, world)
+    # the share's bounds are part of its key: a resumed part must be the same rows
+    part_meta = {**meta, "key": f"{meta['key']}:{first}-{stop}", "share": [first, stop]}
+    _, encoded = encode_to_memory(encoder, items[first:stop], part, part_meta,
+                                  workers=run.workers, dtype=dtype, description=description,
+                                  show_progress=run.show_progress)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        merge_parts(path, meta, [part_folder(path, rank, world) for rank in range(world)])
+    state.wait_for_everyone()
+    return Memory(path), encoded
 
 
 def encode_memories(run: Run) -> dict[tuple[str, str], Embeddings]:

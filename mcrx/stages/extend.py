@@ -24,7 +24,7 @@ from mcrx.stages.context import Run
 from mcrx.stages.encode import encode_evaluation, encode_memories
 from mcrx.stages.evaluate import evaluate_run, make_model
 from mcrx.stages.pairs import build_pairs
-from mcrx.stages.train import train_connectors
+from mcrx.stages.train import fit_baselines, train_connectors
 from mcrx.store.atomic import write_json_atomic
 from mcrx.ui.console import console
 from mcrx.ui.report import write_report
@@ -45,12 +45,16 @@ def extend(
     if run.state.is_main_process:
         write_json_atomic(run.out / "recipe.json", recipe.model_dump(mode="json"))
 
-    # 1. Encoding: the main process fills the embedding cache, the others then read it.
-    with run.state.main_process_first():
-        memories = encode_memories(run)
-        evaluation_sets = encode_evaluation(run)
+    # 1. Encoding: every process encodes its share of each memory into the shared cache.
+    memories = encode_memories(run)
+    evaluation_sets = encode_evaluation(run)
     # 2. Pseudo pairs: query chunks shared among processes.
     pairs = build_pairs(run, memories)
+    # The baseline is the last user of the memories: fit it now, then let them go, so that
+    # training and evaluation do not hold paper-scale memories in RAM.
+    if recipe.baseline != "none":
+        fit_baselines(run, memories)
+    memories.clear()
     # 3. Training: DDP across processes.
     connectors, training_report = train_connectors(run, pairs, stop_after_steps)
     if not run.state.is_main_process:  # evaluation and writing: the main process only

@@ -66,7 +66,11 @@ def train_connectors(run: Run, pairs, stop_after_steps: int | None = None):
 
 
 def fit_baselines(run: Run, memories) -> dict[str, LinearConnector]:
-    """Closed-form linear maps leaf → parent fitted on the bridge memory alone."""
+    """Closed-form linear maps leaf → parent fitted on the bridge memory alone. Fitted once
+    per run: ``mcrx extend`` fits them right after the pseudo pairs, releases the memories,
+    and evaluation gets the same connectors back."""
+    if getattr(run, "baselines", None) is not None:
+        return run.baselines
     connectors = {}
     for link in run.chain.links:
         connector = LinearConnector(run.connector_spec(link),
@@ -74,4 +78,5 @@ def fit_baselines(run: Run, memories) -> dict[str, LinearConnector]:
         connector.fit(memories[link.bridge, link.space].rows,
                       memories[link.bridge, link.parent].rows)
         connectors[link.space] = connector
+    run.baselines = connectors
     return connectors

@@ -10,6 +10,12 @@ Shards are written whole then renamed into place and the manifest is rewritten a
 one, so a crash loses at most the shard being encoded: encoding again resumes after the last
 complete shard. Reading any slice touches only the shards it spans.
 
+Under several processes each one encodes a contiguous share of the items into its own
+resumable part, ``part-<rank>-of-<world>/`` (a memory folder of its own), and
+:func:`merge_parts` then writes the top manifest listing every part's shards in order —
+``{"file": "part-000-of-002/shard-00000.npy", ...}`` — without copying a row. Readers only
+follow the ``file`` of each shard, so such a memory reads like any other.
+
 Encoded memories live in the embedding cache (``$MCRX_CACHE_DIR/embeddings``, default
 ``~/.cache/mcrx/embeddings``), keyed by the encoder's fingerprint (space, weights,
 preprocessing) and the source's fingerprint (dataset and params, or input files with their
@@ -67,28 +73,67 @@ class Memory:
             ]
         return self._shards
 
-    def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """Rows [start, stop) as float32, touching only the shards they span."""
+    @property
+    def dtype(self) -> str:
+        """How rows are stored on disk (``float32`` or ``float16``); for a manifest written
+        before the field existed, the first shard's dtype."""
+        if "dtype" in self.manifest:
+            return str(self.manifest["dtype"])
+        return str(self.shards()[0].dtype) if self.manifest["shards"] else "float32"
+
+    @property
+    def nbytes(self) -> int:
+        """Size of the rows in their stored dtype (what :meth:`tensor` holds in RAM)."""
+        return self.count * self.dim * np.dtype(self.dtype).itemsize
+
+    def read(self, start: int = 0, stop: int | None = None,
+             dtype: np.dtype | str = np.float32, out: np.ndarray | None = None) -> np.ndarray:
+        """Rows [start, stop) as ``dtype`` (float32 by default), touching only the shards
+        they span. The rows are copied once, straight into one preallocated array (``out``
+        when given): no list of parts and no concatenated copy, so the peak is 1× the
+        slice."""
+        start = max(start, 0)
         stop = self.count if stop is None else min(stop, self.count)
-        parts, offset = [], 0
+        if out is None:
+            out = np.empty((max(stop - start, 0), self.dim), dtype=dtype)
+        offset = 0
         for shard in self.shards():
             lo, hi = max(start - offset, 0), min(stop - offset, len(shard))
             if lo < hi:
-                parts.append(np.asarray(shard[lo:hi], dtype=np.float32))
+                # numpy widens float16 → float32 while copying: no intermediate array
+                out[offset + lo - start : offset + hi - start] = shard[lo:hi]
             offset += len(shard)
             if offset >= stop:
                 break
-        return np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)
+        return out
 
     def blocks(self, rows: int) -> Iterator[np.ndarray]:
         for start in range(0, self.count, rows):
             yield self.read(start, start + rows)
 
-    def tensor(self):
-        """The whole memory as one float32 torch tensor."""
+    def tensor(self, dtype: str | None = "float32", normalize: bool = False,
+               block: int = 65536):
+        """The whole memory as one torch tensor: float32 by default, or ``dtype=None`` to
+        keep the stored dtype (a float16 memory then stays float16 in RAM, half the bytes;
+        consumers widen it block by block). ``normalize`` L2-normalises the rows in place,
+        ``block`` rows at a time in float32, so the peak stays 1× the memory."""
         import torch
 
-        return torch.from_numpy(self.read())
+        rows = torch.from_numpy(self.read(dtype=dtype or self.dtype))
+        if normalize:
+            normalize_rows_(rows, block)
+        return rows
+
+
+def normalize_rows_(rows, block: int = 65536):
+    """L2-normalise the rows of a float32 or float16 tensor in place, ``block`` rows at a time
+    (norms computed in float32; the largest temporary is one block). Bit-identical to
+    ``F.normalize`` on float32 rows: the same norm, clamp and division."""
+    for start in range(0, rows.shape[0], block):
+        part = rows[start : start + block]
+        norms = part.float().norm(dim=1, keepdim=True).clamp_min_(1e-12)  # as F.normalize
+        part.div_(norms.to(part.dtype))
+    return rows
 
 
 class MemoryWriter:
@@ -153,3 +198,34 @@ class MemoryWriter:
         self.manifest["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         write_json_atomic(self.path / MANIFEST, self.manifest)
         return Memory(self.path)
+
+
+def part_folder(path: Path, rank: int, world: int) -> Path:
+    """Where process ``rank`` of ``world`` writes its share of the memory at ``path``."""
+    return Path(path) / f"part-{rank:03d}-of-{world:03d}"
+
+
+def merge_parts(path: Path, meta: dict[str, Any], parts: list[Path]) -> Memory:
+    """One memory at ``path`` made of the complete memories in ``parts`` (sub-folders of
+    ``path``, in row order): the manifest lists their shards, no row is copied."""
+    path = Path(path)
+    shards, count, dim, dtype = [], 0, None, None
+    for part in parts:
+        memory = Memory(part)
+        if not memory.complete:
+            raise McrxError(f"{part}: this share of the memory is incomplete; encode again "
+                            "to resume it")
+        dim, dtype = dim or memory.dim, dtype or memory.dtype
+        if (memory.dim, memory.dtype) != (dim, dtype):
+            raise McrxError(f"{part}: {memory.dim}-d {memory.dtype} rows, but the other "
+                            f"shares hold {dim}-d {dtype} rows")
+        prefix = part.relative_to(path).as_posix()
+        shards += [{**shard, "file": f"{prefix}/{shard['file']}"}
+                   for shard in memory.manifest["shards"]]
+        count += memory.count
+    manifest = {"format_version": FORMAT_VERSION, **meta, "dim": dim, "dtype": dtype,
+                "count": count, "shards": shards, "complete": True,
+                "parts": [part.relative_to(path).as_posix() for part in parts],
+                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    write_json_atomic(path / MANIFEST, manifest)
+    return Memory(path)
