@@ -17,14 +17,14 @@ STAMP := $(VENV)/.mcrx-installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo demo-cmcr test lint benchmarks clean
+.PHONY: install demo demo-cmcr search-demo browser test lint benchmarks clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(PY) pyproject.toml $(foreach p,$(PLUGINS),$(p)/pyproject.toml)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet $(TORCH_PINS) -e '.[test]' $(foreach p,$(PLUGINS),-e $(p))
+	$(PIP) install --quiet $(TORCH_PINS) -e '.[test,search]' $(foreach p,$(PLUGINS),-e $(p))
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -35,9 +35,27 @@ demo: $(STAMP)
 demo-cmcr: $(STAMP)
 	$(VENV)/bin/mcrx extend recipes/demo_cmcr.yaml
 
-test: $(STAMP)
+# Search the toy world in a browser: the demo model, 100 held-out items per modality as
+# .npy files (their class in the folder name), one collection, served on 127.0.0.1:8000.
+SEARCH_DEMO := runs/search-demo
+search-demo: $(STAMP)
+	$(VENV)/bin/mcrx extend recipes/demo.yaml
+	$(PY) -m mcrx.search.demo $(SEARCH_DEMO) --count 100
+	for m in image text audio pointcloud; do \
+	  $(VENV)/bin/mcrx index runs/demo/model $(SEARCH_DEMO)/collection --modality $$m \
+	    $(SEARCH_DEMO)/files/$$m || exit 1; done
+	@echo "try a query file: $$(ls $(SEARCH_DEMO)/queries/audio/*/*.npy | head -1) (as audio)"
+	$(VENV)/bin/mcrx serve $(SEARCH_DEMO)/collection
+
+# The page test drives Debian's chromium; CI machines start without it. When it cannot be
+# installed the browser test is skipped and says why.
+browser:
+	@test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium) \
+	  || echo "could not install chromium: the browser test will be skipped"
+
+test: $(STAMP) browser
 	$(VENV)/bin/ruff check mcrx tests plugins benchmarks
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -rs
 
 benchmarks: $(STAMP)
 	for script in benchmarks/bench_*.py; do $(PY) $$script --quick || exit 1; done
