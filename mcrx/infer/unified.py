@@ -158,15 +158,19 @@ class UnifiedModel:
         return self.project(space, modality, torch.cat(parts))
 
     # -- files ------------------------------------------------------------------------------
-    def save(self, path: str | Path) -> Path:
-        """Write the model folder atomically (:func:`mcrx.store.artifact.save_artifact`)."""
-        return artifact.save_artifact(path, self.manifest, self.connectors)
+    def save(self, path: str | Path, force: bool = False) -> Path:
+        """Write the model folder atomically (:func:`mcrx.store.artifact.save_artifact`);
+        a non-empty folder that is not an mcrx model is refused unless ``force`` (its files
+        are kept either way)."""
+        return artifact.save_artifact(path, self.manifest, self.connectors, force=force)
 
     @classmethod
     def load(cls, path: str | Path, registry: Registry | None = None,
              device: str | Any = "cpu") -> UnifiedModel:
         """Read a model folder; ``device`` ("cpu", "auto", "cuda:1", ...) places the
-        connectors (the CPU by default: loading never takes a GPU unasked)."""
+        connectors (the CPU by default: loading never takes a GPU unasked). The folder is
+        untrusted: a manifest that fails validation, a file outside the folder or weights
+        that do not fit raise :class:`~mcrx.errors.McrxError`."""
         from mcrx.plugin.manager import get_registry
 
         registry = registry or get_registry()
