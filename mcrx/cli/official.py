@@ -35,11 +35,17 @@ def import_official(
                                              '\'{"pretrained": "ViT-B-32.pt"}\'')] = "{}",
     clap_params: Annotated[str, typer.Option(help="CLAP space params as JSON")] = "{}",
     ulip_params: Annotated[str, typer.Option(help="ULIP space params as JSON")] = "{}",
+    force: Annotated[bool, typer.Option(
+        "--force", help="write into a non-empty --out folder that is not an mcrx model; "
+        "its files are kept (mcrx never deletes what it did not write)")] = False,
 ) -> None:
     """Turn the projector weights released with C-MCR or Ex-MCR into an mcrx unified model.
 
     The model projects embeddings exactly as the authors' code does (`model.project`); with
-    the spaces' weights named in the params, `model.embed` works on raw inputs too."""
+    the spaces' weights named in the params, `model.embed` works on raw inputs too.
+
+    --out must be new, empty or an earlier mcrx model (replaced; files of yours in it are
+    kept). A non-empty folder of other files needs --force, and keeps its files too."""
     from mcrx.infer.official import OfficialSpaces
     from mcrx.infer.official import import_official as run_import
 
@@ -59,6 +65,6 @@ def import_official(
         ulip_params=params(ulip_params, "--ulip-params"),
     )
     model = run_import(out, clap_clip=clap_clip, ulip_clip=ulip_clip, ex_clap=ex_clap,
-                       ex_ulip=ex_ulip, spaces=spaces)
+                       ex_ulip=ex_ulip, spaces=spaces, force=force)
     leaves = ", ".join(f"{leaf['space']} → {leaf['parent']}" for leaf in model.leaves)
     console.print(f"[green]wrote[/] {out} ({model.method}: {leaves})")

@@ -27,7 +27,8 @@ from mcrx.methods.cmcr import CMcrConnector
 from mcrx.methods.common import ConnectorSpec
 from mcrx.methods.exmcr import ExMcrConnector
 from mcrx.methods.params import CMcrParams, ExMcrParams
-from mcrx.store.artifact import build_manifest
+from mcrx.store.artifact import build_manifest, check_model_destination
+from mcrx.store.weights import load_weights
 
 DIM = 512  # every released head works on 512-d embeddings
 
@@ -53,17 +54,16 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """A released head file: a plain state dict (possibly under ``state_dict`` or with a
     ``module.`` prefix), loaded without unpickling arbitrary objects."""
     path = Path(path)
-    if not path.is_file():
-        raise McrxError(f"checkpoint not found: {path}")
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise McrxError(f"{path}: not a readable PyTorch state dict ({exc})") from None
+    loaded = load_weights(path)  # McrxError naming the file, with mcrx's own advice
     if isinstance(loaded, dict) and "state_dict" in loaded:
         loaded = loaded["state_dict"]
     if not isinstance(loaded, dict):
         raise McrxError(f"{path}: expected a state dict, got {type(loaded).__name__}")
-    return {key.removeprefix("module."): value for key, value in loaded.items()}
+    not_tensors = sorted(str(k) for k, v in loaded.items() if not isinstance(v, torch.Tensor))
+    if not_tensors:
+        raise McrxError(f"{path}: a state dict maps names to tensors; these entries are not "
+                        f"tensors: {not_tensors[:6]}")
+    return {str(key).removeprefix("module."): value for key, value in loaded.items()}
 
 
 def _take(state: dict[str, torch.Tensor], mapping: dict[str, str], path: Path) -> dict:
@@ -82,7 +82,12 @@ def _take(state: dict[str, torch.Tensor], mapping: dict[str, str], path: Path) -
 
 
 def _load_into(connector: torch.nn.Module, state: dict, path: Path) -> None:
-    missing, unexpected = connector.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = connector.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # "size mismatch for ...": a head of another width
+        lines = [line.strip() for line in str(exc).splitlines() if "size mismatch" in line]
+        raise McrxError(f"{path}: weights of the wrong shape for the released layout "
+                        f"({'; '.join(lines[:3]) or exc})") from None
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
     if missing or unexpected:
         raise McrxError(f"{path}: does not match the released layout "
@@ -126,6 +131,41 @@ def exmcr_head(path: Path, bridge: str, leaf_modality: str, leaf: str) -> ExMcrC
     return connector
 
 
+def check_spaces(spaces: OfficialSpaces, kinds: list[str]) -> None:
+    """Each space the model will name must be installed, have the released heads' width and
+    the modalities they connect, and its params (when given) must validate: a typo'd name,
+    key or weights file is refused now, not when ``model.embed`` first runs."""
+    from pydantic import ValidationError
+
+    from mcrx.plugin.manager import get_registry
+
+    registry = get_registry()
+    for kind in kinds:
+        name, params = getattr(spaces, kind), getattr(spaces, f"{kind}_params") or {}
+        option = f"--{kind}-space"
+        try:
+            spec = registry.space(name)
+        except McrxError as exc:
+            raise McrxError(f"{option} {name}: {exc}") from None
+        if spec.dim is not None and spec.dim != DIM:
+            raise McrxError(f"{option} {name}: the released heads work on {DIM}-d embeddings, "
+                            f"this space is {spec.dim}-d")
+        missing = sorted(set(SPACE_MODALITIES[kind]) - set(spec.modalities))
+        if missing:
+            raise McrxError(f"{option} {name}: lacks the modalities {missing} the released "
+                            f"heads connect (it has {list(spec.modalities)})")
+        if params:  # empty params: a model for ``project`` only, weights named later
+            try:
+                spec.validate_params(params)
+            except ValidationError as exc:
+                problems = "; ".join(
+                    f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}"
+                    for err in exc.errors()[:6])
+                raise McrxError(f"--{kind}-params: {problems}") from None
+            except McrxError as exc:
+                raise McrxError(f"--{kind}-params: {exc}") from None
+
+
 def _space_entry(name: str, kind: str, params: dict | None) -> dict[str, Any]:
     return {"plugin": name.split("/")[0], "params": params or {}, "dim": DIM,
             "modalities": SPACE_MODALITIES[kind]}
@@ -146,15 +186,20 @@ def import_official(
     ex_clap: Path | None = None,
     ex_ulip: Path | None = None,
     spaces: OfficialSpaces | None = None,
+    force: bool = False,
 ) -> UnifiedModel:
     """Write the unified model of released heads to ``out``. Give exactly one C-MCR file,
-    or one or both Ex-MCR files (one model with CLIP as base)."""
+    or one or both Ex-MCR files (one model with CLIP as base). ``out`` must be new, empty
+    or an mcrx model; ``force`` allows a folder of other files (kept, never deleted)."""
     spaces = spaces or OfficialSpaces()
     cmcr = [p for p in (clap_clip, ulip_clip) if p is not None]
     exmcr = [p for p in (ex_clap, ex_ulip) if p is not None]
     if bool(cmcr) == bool(exmcr) or len(cmcr) > 1:
         raise McrxError("give one C-MCR head file (--clap-clip or --ulip-clip), or the Ex-MCR "
                         "head files (--ex-clap and/or --ex-ulip)")
+    check_model_destination(out, force)  # before any work: refuse early, delete nothing
+    check_spaces(spaces, ["clip", *[kind for kind, given in (
+        ("clap", clap_clip or ex_clap), ("ulip", ulip_clip or ex_ulip)) if given]])
     space_entries = {spaces.clip: _space_entry(spaces.clip, "clip", spaces.clip_params)}
     connectors, leaves = {}, []
     if clap_clip is not None or ulip_clip is not None:
@@ -187,5 +232,5 @@ def import_official(
         spaces=space_entries, leaves=leaves, recipe={"imported_from": sources},
     )
     model = UnifiedModel(manifest, connectors)
-    model.save(out)
+    model.save(out, force=force)
     return model
