@@ -17,6 +17,12 @@ def extend(
     recipe: RecipeArg,
     set_: SetOption = None,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes for encoding")] = 0,
+    drop_bad_rows: Annotated[bool, typer.Option(
+        "--drop-bad-rows", help="leave embedding rows with NaN/Inf values or all zeros out "
+        "(and print how many) instead of refusing the file")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="write OUT/model into a non-empty folder that is not an mcrx model "
+        "(its files are kept: mcrx never deletes what it did not write)")] = False,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
     json_output: Annotated[
         bool, typer.Option("--json", help="print metrics.json on stdout")
@@ -32,7 +38,8 @@ def extend(
     from mcrx.ui.report import metrics_table
 
     loaded, registry = load_recipe_for_cli(recipe, set_)
-    metrics = run_extend(loaded, registry, show_progress=progress, workers=workers)
+    metrics = run_extend(loaded, registry, show_progress=progress, workers=workers,
+                         drop_bad_rows=drop_bad_rows, force=force)
     if not metrics:  # another process of a distributed launch: the main one reports
         return
     if json_output:
@@ -49,6 +56,8 @@ def encode(
     recipe: RecipeArg,
     set_: SetOption = None,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes")] = 0,
+    drop_bad_rows: Annotated[bool, typer.Option(
+        "--drop-bad-rows", help="leave NaN/Inf/all-zero embedding rows out (counted)")] = False,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
     """Encode a recipe's memories and evaluation sets into the embedding cache only.
@@ -58,7 +67,8 @@ def encode(
     from mcrx.stages.encode import encode_evaluation, encode_memories
 
     loaded, registry = load_recipe_for_cli(recipe, set_)
-    run = Run(loaded, registry, show_progress=progress, workers=workers)
+    run = Run(loaded, registry, show_progress=progress, workers=workers,
+              drop_bad_rows=drop_bad_rows)
     encode_memories(run)
     encode_evaluation(run)
     console.print(f"encoded {run.encoded:,} items (the rest came from the cache)")

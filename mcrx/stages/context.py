@@ -34,6 +34,7 @@ class Run:
     registry: Registry
     show_progress: bool = True
     workers: int = 0
+    drop_bad_rows: bool = False  # leave NaN/Inf/all-zero embedding rows out (counted)
     spaces: dict[str, Any] = field(default_factory=dict)
     encoded: int = 0  # items encoded in this run (0 when every memory came from the cache)
     state: Any = None  # accelerate.PartialState: this process among those launched

@@ -26,8 +26,10 @@ from mcrx.recipe.schema import DataSource
 from mcrx.stages.context import Embeddings, Run
 from mcrx.store.fingerprint import files_fingerprint, fingerprint_of
 from mcrx.store.inputs import read_embeddings, read_labels
+from mcrx.store.locks import cache_entry_lock
 from mcrx.store.memory import Memory, MemoryWriter, merge_parts, normalize_rows_, part_folder
 from mcrx.store.paths import cache_root, slug
+from mcrx.store.validate_rows import check_rows, refuse_bad_encoded
 from mcrx.ui.console import console, progress, rate_text
 
 
@@ -65,6 +67,7 @@ def embed_source(run: Run, source: DataSource, modality: str, space_name: str, w
         labels = read_labels(source.labels) if source.labels else None
         if labels is not None and source.limit:
             labels = labels[: source.limit]
+        array, labels = check_rows(array, labels, str(path), drop=run.drop_bad_rows)
         # one copy out of the file (it may be memory-mapped), normalised in place
         rows = normalize_rows_(torch.from_numpy(np.array(array, dtype=np.float32)))
         fingerprint = fingerprint_of(str(path), stat.st_size, stat.st_mtime_ns, source.limit)
@@ -104,9 +107,11 @@ def encode_shared(run: Run, encoder, items: Sequence[Any], path: Path, meta: dic
     no row copied). One process writes the memory folder directly, as always."""
     state = run.state
     world = state.num_processes
-    if world == 1:
-        return encode_to_memory(encoder, items, path, meta, workers=run.workers, dtype=dtype,
-                                description=description, show_progress=run.show_progress)
+    if world == 1:  # another run writing the same entry: wait, then resume (= reuse) it
+        with cache_entry_lock(path):
+            return encode_to_memory(encoder, items, path, meta, workers=run.workers,
+                                    dtype=dtype, description=description,
+                                    show_progress=run.show_progress)
     with state.split_between_processes(torch.arange(len(items))) as share:
         first, stop = (int(share[0]), int(share[-1]) + 1) if len(share) else (0, 0)
     part = part_folder(path, state.process_index, world)
@@ -158,6 +163,14 @@ def encode_evaluation(run: Run) -> dict[str, dict[str, Embeddings]]:
 # ---------------------------------------------------------------------------------------
 # Encoding items into a memory
 # ---------------------------------------------------------------------------------------
+class _PrepareFailed:
+    """A user error raised by ``prepare`` in a DataLoader worker, carried back as data: a
+    worker's exception would reach the user wrapped in the worker's traceback."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
 class _PreparedItems:
     """Map-style dataset that runs ``encoder.prepare`` (in DataLoader workers)."""
 
@@ -168,7 +181,10 @@ class _PreparedItems:
         return len(self.items)
 
     def __getitem__(self, index: int) -> Any:
-        return self.prepare(self.items[index])
+        try:
+            return self.prepare(self.items[index])
+        except McrxError as exc:  # the same one-line error with or without workers
+            return _PrepareFailed(str(exc))
 
 
 def encode_to_memory(
@@ -199,6 +215,9 @@ def encode_to_memory(
     with progress(disable=not show_progress) as bar:
         task = bar.add_task(description, total=len(items), completed=start, rate="")
         for batch in loader:
+            failed = next((p for p in batch if isinstance(p, _PrepareFailed)), None)
+            if failed is not None:
+                raise McrxError(failed.message)
             with torch.no_grad():
                 embeddings = encoder.encode_prepared(batch)
             embeddings = torch.as_tensor(embeddings).float().cpu()
@@ -207,6 +226,7 @@ def encode_to_memory(
                     f"{description}: the encoder returned shape {tuple(embeddings.shape)} for "
                     f"{len(batch)} items; expected ({len(batch)}, {encoder.dim})"
                 )
+            refuse_bad_encoded(embeddings.numpy(), description, start + done, items)
             writer.append(embeddings.numpy())
             done += len(batch)
             bar.update(task, advance=len(batch),

@@ -25,24 +25,33 @@ from mcrx.stages.encode import encode_evaluation, encode_memories
 from mcrx.stages.evaluate import evaluate_run, make_model
 from mcrx.stages.pairs import build_pairs
 from mcrx.stages.train import fit_baselines, train_connectors
+from mcrx.store.artifact import check_model_destination
 from mcrx.store.atomic import write_json_atomic
+from mcrx.store.locks import holding_output_lock
 from mcrx.ui.console import console
 from mcrx.ui.report import write_report
 
 
+@holding_output_lock  # a second extend on the same OUT stops with a message (store.locks)
 def extend(
     recipe: Recipe,
     registry: Registry,
     show_progress: bool = True,
     workers: int = 0,
     stop_after_steps: int | None = None,
+    drop_bad_rows: bool = False,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Run every stage of ``recipe``; returns the metrics written to OUT/metrics.json
-    (an empty dict in every process but the main one of a distributed launch)."""
+    (an empty dict in every process but the main one of a distributed launch).
+    ``drop_bad_rows``: leave NaN/Inf/all-zero embedding rows out instead of refusing them;
+    ``force``: write OUT/model into a non-empty folder that is not an mcrx model."""
     began = time.perf_counter()
-    run = Run(recipe, registry, show_progress=show_progress, workers=workers)
+    run = Run(recipe, registry, show_progress=show_progress, workers=workers,
+              drop_bad_rows=drop_bad_rows)
     run.out.mkdir(parents=True, exist_ok=True)
     if run.state.is_main_process:
+        check_model_destination(run.out / "model", force)  # refuse now, not after training
         write_json_atomic(run.out / "recipe.json", recipe.model_dump(mode="json"))
 
     # 1. Encoding: every process encodes its share of each memory into the shared cache.
@@ -71,7 +80,7 @@ def extend(
     metrics["encoded_items"] = run.encoded
 
     model.manifest["metrics"] = metrics
-    model.save(run.out / "model")
+    model.save(run.out / "model", force=force)
     write_json_atomic(run.out / "metrics.json", metrics)
     write_report(metrics, run.out / "report.md")
     run.state.wait_for_everyone()

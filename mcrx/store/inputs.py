@@ -1,4 +1,9 @@
-"""Reading raw inputs and embedding files named in recipes."""
+"""Reading raw inputs and embedding files named in recipes.
+
+Every file here comes from the user: each failure is an :class:`McrxError` that names the
+file and the reason (empty, pickled Python objects, not UTF-8, wrong shape, ...). Pickles
+are never loaded (``allow_pickle=False``): an object array could run code.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,41 @@ from typing import Any
 import numpy as np
 
 from mcrx.errors import McrxError
+
+
+def load_npy(path: Path, what: str = "array", mmap: bool = False) -> np.ndarray:
+    """A ``.npy`` file's array without unpickling anything; McrxError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise McrxError(f"{path}: expected a .npy file, found a folder" if path.is_dir()
+                        else f"{what} file not found: {path}")
+    if path.stat().st_size == 0:
+        raise McrxError(f"{path}: the file is empty (expected a .npy {what})")
+    try:
+        return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+    except ValueError as exc:
+        if "allow_pickle" in str(exc) or "pickled" in str(exc):
+            raise McrxError(f"{path}: holds pickled Python objects (an object array); mcrx "
+                            f"never unpickles files. Save a numeric {what} instead "
+                            "(np.save(path, np.asarray(x, dtype=np.float32)))") from None
+        raise McrxError(f"{path}: not a readable .npy {what} ({exc})") from None
+    except (OSError, EOFError) as exc:
+        raise McrxError(f"{path}: not a readable .npy {what} ({exc})") from None
+
+
+def read_text_lines(path: Path, what: str = "lines") -> list[str]:
+    """The non-empty, stripped lines of a UTF-8 text file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise McrxError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save "
+                        "it as UTF-8") from None
+    except OSError as exc:
+        raise McrxError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise McrxError(f"{path}: the file holds no {what} (it is empty or blank)")
+    return lines
 
 
 def read_inputs(path: Path) -> Sequence[Any]:
@@ -26,10 +66,15 @@ def read_inputs(path: Path) -> Sequence[Any]:
         return [str(p) for p in files]
     if not path.exists():
         raise McrxError(f"not found: {path}")
+    if path.stat().st_size == 0:
+        raise McrxError(f"{path}: the file is empty")
     if path.suffix == ".txt":
-        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        return read_text_lines(path, "inputs")
     if path.suffix == ".npy":
-        return np.load(path, allow_pickle=False)
+        array = load_npy(path, "inputs array")
+        if array.ndim == 0 or len(array) == 0:
+            raise McrxError(f"{path}: the array holds no items (shape {array.shape})")
+        return array
     return [str(path)]
 
 
@@ -39,28 +84,30 @@ def read_embeddings(path: Path, dim: int | None = None) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise McrxError(f"embeddings file not found: {path}")
-    try:
-        if path.suffix == ".npy":
-            array = np.load(path, allow_pickle=False, mmap_mode="r")
-        elif path.suffix == ".safetensors":
-            from safetensors.numpy import load_file
+    if path.stat().st_size == 0:
+        raise McrxError(f"{path}: the embeddings file is empty")
+    if path.suffix == ".npy":
+        array = load_npy(path, "embeddings array", mmap=True)
+    elif path.suffix == ".safetensors":
+        from safetensors.numpy import load_file
 
+        try:
             tensors = load_file(str(path))
-            if "embeddings" in tensors:
-                array = tensors["embeddings"]
-            elif len(tensors) == 1:
-                array = next(iter(tensors.values()))
-            else:
-                raise McrxError(f"{path}: several tensors {sorted(tensors)} and none is named "
-                                "'embeddings'")
+        except Exception as exc:  # safetensors' own error type, header too large, ...
+            raise McrxError(f"{path}: not a readable safetensors file ({exc})") from None
+        if "embeddings" in tensors:
+            array = tensors["embeddings"]
+        elif len(tensors) == 1:
+            array = next(iter(tensors.values()))
         else:
-            raise McrxError(f"{path}: expected a .npy or .safetensors file")
-    except McrxError:
-        raise
-    except Exception as exc:
-        raise McrxError(f"{path}: cannot read embeddings ({exc})") from None
+            raise McrxError(f"{path}: several tensors {sorted(tensors)[:6]} and none is named "
+                            "'embeddings'")
+    else:
+        raise McrxError(f"{path}: expected a .npy or .safetensors file")
     if array.ndim != 2:
         raise McrxError(f"{path}: expected an N×d array, got shape {tuple(array.shape)}")
+    if array.shape[0] == 0:
+        raise McrxError(f"{path}: the embeddings array holds no rows")
     if dim is not None and array.shape[1] != dim:
         raise McrxError(f"{path}: rows are {array.shape[1]}-d but the space is {dim}-d")
     if not np.issubdtype(array.dtype, np.floating):
@@ -71,9 +118,11 @@ def read_embeddings(path: Path, dim: int | None = None) -> np.ndarray:
 def read_labels(path: Path) -> np.ndarray:
     """Integer class labels from ``.npy`` or ``.txt`` (one label per line, any strings)."""
     path = Path(path)
+    if not path.is_file():
+        raise McrxError(f"labels file not found: {path}")
     if path.suffix == ".npy":
-        labels = np.load(path, allow_pickle=False)
+        labels = load_npy(path, "labels array")
     else:
-        lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        lines = read_text_lines(path, "labels")
         _, labels = np.unique(np.array(lines), return_inverse=True)
     return np.asarray(labels).reshape(-1)
