@@ -57,3 +57,69 @@ def resolve_device(name: str | Any = "auto") -> Any:
         raise McrxError(f"device {name!r}: MPS is not available here (use device: cpu)")
     return device
 
+
+
+# ---------------------------------------------------------------------------------------
+# Precision of matrix products, and what fits on a device
+# ---------------------------------------------------------------------------------------
+#: Matmul input precisions of the pair builder (accumulation is always float32). bf16 is
+#: not among them: its 8-bit mantissa makes q·m/τ1 at τ1 = 0.01 wrong by ~0.4 in a logit
+#: (tests/device/test_precision.py measures the deviation).
+RETRIEVAL_PRECISIONS = ("fp32", "tf32", "fp16")
+#: Aligner precisions: fp32; TF32 matmuls; bf16 / fp16 autocast (loss reductions in fp32).
+TRAINING_PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+
+
+class matmul_precision:  # noqa: N801 - used like torch's own context managers
+    """``with matmul_precision("tf32", device):`` lets float32 matrix products on a CUDA
+    device use TF32 tensor cores (10-bit mantissa inputs, float32 accumulation) and restores
+    the previous setting on exit. Any other precision or device: no change (float32 on the
+    CPU stays bit-for-bit what it was)."""
+
+    def __init__(self, precision: str, device: Any) -> None:
+        self.enabled = precision == "tf32" and getattr(device, "type", str(device)) == "cuda"
+
+    def __enter__(self) -> matmul_precision:
+        if self.enabled:
+            import torch
+
+            self._before = (torch.backends.cuda.matmul.allow_tf32,
+                            torch.backends.cudnn.allow_tf32)
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            import torch
+
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = (
+                self._before)
+
+
+def free_bytes(device: Any) -> int | None:
+    """Free memory on a CUDA device in bytes (``None`` for the CPU and other devices: the
+    host's RAM is not budgeted here)."""
+    import torch
+
+    device = resolve_device(device)
+    if device.type != "cuda":
+        return None
+    free, _total = torch.cuda.mem_get_info(device)
+    return int(free)
+
+
+def fits_on_device(n_bytes: int, device: Any, fraction: float = 0.5) -> bool:
+    """Whether ``n_bytes`` may be placed on ``device`` leaving room for the work itself:
+    at most ``fraction`` of its free memory (always true on the CPU and the meta device)."""
+    free = free_bytes(device)
+    return True if free is None else n_bytes <= fraction * free
+
+
+def synchronize(device: Any) -> None:
+    """Wait for queued kernels on ``device`` (timings and benchmarks); no-op on the CPU."""
+    import torch
+
+    device = resolve_device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -210,8 +210,10 @@ def info_nce(x: torch.Tensor, z: torch.Tensor, temperature: float) -> torch.Tens
     Written with logsumexp over rows and over columns of ONE (B, B) matrix: the same value
     as two cross-entropies, but no transposed copy and fewer B×B passes, which dominate the
     cost at the papers' batch of 4096."""
-    logits = (x / temperature) @ z.T  # (B, B); scaling x first saves a B×B pass
-    positives = (x * z).sum(dim=-1) / temperature  # (B,) the diagonal
+    # under bf16/fp16 autocast the product runs in half precision, but the logsumexps
+    # below must not: .float() (a no-op in float32) keeps them, and the diagonal, float32
+    logits = ((x / temperature) @ z.T).float()  # (B, B); scaling x first saves a B×B pass
+    positives = (x.float() * z.float()).sum(dim=-1) / temperature  # (B,) the diagonal
     rows = torch.logsumexp(logits, dim=1)  # x_i against every z
     columns = torch.logsumexp(logits, dim=0)  # z_j against every x
     return 0.5 * ((rows - positives).mean() + (columns - positives).mean())

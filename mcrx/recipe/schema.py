@@ -205,6 +205,14 @@ class Training(StrictModel):
     checkpoint_every: int = Field(
         200, gt=0, le=MAX_STEPS, description="save a resumable checkpoint every N steps"
     )
+    precision: Literal["fp32", "tf32", "bf16", "fp16"] = Field(
+        "fp32", description="aligner arithmetic: 'fp32'; 'tf32' (TF32 matmuls on CUDA); "
+        "'bf16' / 'fp16' autocast of the forward pass and the loss (fp16 with loss scaling); "
+        "the InfoNCE logsumexps stay float32. CPU runs of 'fp32' are bit-for-bit reproducible"
+    )
+    loss_every: int = Field(
+        10, gt=0, le=MAX_STEPS, description="read the loss back (a device sync) every N steps"
+    )
 
 
 class AnnIndex(StrictModel):
@@ -242,6 +250,11 @@ class Retrieval(StrictModel):
     # 2048 × 8192 tiles were the fastest measured here (benchmarks/bench_retrieval.py):
     # 0.89 of torch.mm's FLOP/s against 0.76 for 4096 × 16384
     memory_block: int = Field(8192, gt=0, le=MAX_BLOCK, description="memory rows per block")
+    precision: Literal["fp32", "tf32", "fp16"] = Field(
+        "fp32", description="inputs of the retrieval matmuls: 'fp32'; 'tf32' or 'fp16' (GPU "
+        "tensor cores, ~1e-7 mean 1 − cosine to exact); products accumulate and the softmax "
+        "runs in float32 in every mode. No 'bf16': at τ1 = 0.01 its logits are off by ~0.4"
+    )
 
     @model_validator(mode="after")
     def _tile_fits(self) -> Retrieval:

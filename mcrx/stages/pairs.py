@@ -25,6 +25,29 @@ def leaf_memories(link: Link, memories: dict[tuple[str, str], Embeddings]):
     ]
 
 
+def memories_on_device(mems: LeafMemories, device, memory_dtype: str = "float32"):
+    """The four memories of one leaf on ``device``, moved ONCE per leaf (in float16 when
+    the recipe stores memories in float16: half the device memory, and the fp16 retrieval
+    precision reads them as they are). A memory that does not fit in half the free device
+    memory stays on the host; retrieval then copies each of its blocks once per query chunk.
+    On the CPU nothing moves (rows stay float32, bit-for-bit what they were)."""
+    import torch
+
+    from mcrx.device import fits_on_device
+
+    if device.type == "cpu":
+        return mems
+    dtype = torch.float16 if memory_dtype == "float16" else torch.float32
+    budget = sum(t.numel() for t in vars(mems).values()) * (2 if memory_dtype == "float16"
+                                                              else 4)
+    if not fits_on_device(budget, device):
+        console.print(f"  memories ({budget / 2**30:.1f} GiB) stay on the host: they do not "
+                      f"fit in half of {device}'s free memory")
+        return mems
+    return LeafMemories(*[getattr(mems, role).to(device, dtype) for role in
+                          ("leaf_x", "leaf_bridge", "parent_bridge", "parent_y")])
+
+
 def build_pairs(run: Run, memories) -> dict[str, tuple[dict[str, Any], str]]:
     """Leaf space → (pseudo pairs as memory-mapped arrays, fingerprint)."""
     console.rule("[bold]2 · pseudo pairs")
@@ -34,7 +57,9 @@ def build_pairs(run: Run, memories) -> dict[str, tuple[dict[str, Any], str]]:
     for link in run.chain.links:
         mems, fingerprints = leaf_memories(link, memories)
         fingerprint = fingerprint_of("pairs", recipe.method, fingerprints,
-                                     retrieval.model_dump())
+                                     retrieval.model_dump(exclude={"precision"} if
+                                                          retrieval.precision == "fp32"
+                                                          else None))
         path = run.out / "pseudo_pairs" / slug(link.space)
         if finished_pairs_fingerprint(path) == fingerprint:
             pairs = read_pseudo_pairs(path)
@@ -46,6 +71,8 @@ def build_pairs(run: Run, memories) -> dict[str, tuple[dict[str, Any], str]]:
         metadata = {"fingerprint": fingerprint, "leaf": link.space,
                     "retrieval": retrieval.model_dump()}
         top_k = retrieval.k if retrieval.mode == "top-k" else None
+        if retrieval.mode != "ann":  # the faiss retriever places its own index
+            mems = memories_on_device(mems, run.device, recipe.memory_dtype)
         if top_k is not None:
             from mcrx.methods.retrieval import deviation_from_exact
 
@@ -69,6 +96,7 @@ def build_pairs(run: Run, memories) -> dict[str, tuple[dict[str, Any], str]]:
                 query_block=retrieval.query_block, memory_block=retrieval.memory_block,
                 on_chunk=advance, rank=run.state.process_index,
                 world=run.state.num_processes, barrier=run.state.wait_for_everyone,
+                precision=retrieval.precision, device=run.device,
             )
         console.print(f"  {link.space} → {link.parent}: {total:,} pseudo pairs "
                       f"in {time.perf_counter() - began:.1f} s")

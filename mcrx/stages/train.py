@@ -30,7 +30,7 @@ def train_connectors(run: Run, pairs, stop_after_steps: int | None = None):
         seed = recipe.seed + link.index
         fingerprint = fingerprint_of("train", pairs_fingerprint, chain.connector_name,
                                      chain.connector_params, spec.as_dict(),
-                                     recipe.training.model_dump(), seed)
+                                     training_settings(recipe.training), seed)
         torch.manual_seed(seed)  # connector initialisation
         connector = run.registry.connector(chain.connector_name).build(
             spec, params=chain.connector_params
@@ -63,6 +63,14 @@ def train_connectors(run: Run, pairs, stop_after_steps: int | None = None):
                           f"final loss {result.final_loss:.4f}")
         connectors[link.space] = connector
     return connectors, reports
+
+
+def training_settings(training) -> dict:
+    """The training fields a connector depends on: ``loss_every`` only changes how often the
+    loss is read, and the default ``precision`` is left out so that connectors trained
+    before precisions existed keep their fingerprint."""
+    exclude = {"loss_every"} | ({"precision"} if training.precision == "fp32" else set())
+    return training.model_dump(exclude=exclude)
 
 
 def fit_baselines(run: Run, memories) -> dict[str, LinearConnector]:

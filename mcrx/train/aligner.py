@@ -90,12 +90,12 @@ def pairs_on_device(pairs: dict[str, Any], device: torch.device,
     never holds more than one chunk beyond the mapped files."""
     if device.type == "cpu":
         return None
-    rows = sum(len(r) * (r.shape[1] if len(r.shape) > 1 else 1) for r in pairs.values())
-    for dtype, size in ((torch.float32, 4), (torch.float16, 2)):
-        if fits_on_device(rows * size, device, fraction):
-            break
-    else:
+    numbers = sum(len(r) * (r.shape[1] if len(r.shape) > 1 else 1) for r in pairs.values())
+    fitting = [dtype for dtype in (torch.float32, torch.float16)
+               if fits_on_device(numbers * dtype.itemsize, device, fraction)]
+    if not fitting:
         return None
+    dtype = fitting[0]
     resident = {}
     for role, array in pairs.items():
         target = torch.empty(tuple(array.shape), dtype=dtype, device=device)

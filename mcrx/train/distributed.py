@@ -14,19 +14,42 @@ averages over the N processes, which leaves exactly ∂L/∂θ. No rescaling is 
 
 from __future__ import annotations
 
+import os
 import warnings
+from datetime import timedelta
 
 import torch
 from torch import nn
+
+from mcrx.errors import McrxError
+
+#: How long a collective may wait before the process group gives up. NCCL's default is 10
+#: minutes, but while the main process encodes a paper-scale memory (hours) the others wait
+#: in a barrier: the watchdog would kill the run. ``MCRX_DIST_TIMEOUT_MINUTES`` overrides.
+DEFAULT_TIMEOUT_MINUTES = 12 * 60
+
+
+def process_group_timeout() -> timedelta:
+    """The process-group timeout (``MCRX_DIST_TIMEOUT_MINUTES``, default 12 hours)."""
+    raw = os.environ.get("MCRX_DIST_TIMEOUT_MINUTES", str(DEFAULT_TIMEOUT_MINUTES))
+    try:
+        minutes = float(raw)
+    except ValueError:
+        minutes = -1.0
+    if minutes <= 0:
+        raise McrxError(f"MCRX_DIST_TIMEOUT_MINUTES={raw!r}: expected a positive number of "
+                        "minutes")
+    return timedelta(minutes=minutes)
 
 
 def process_state():
     """Accelerate's view of this process among those launched (``torchrun``, ``accelerate
     launch``, or a plain single process). Without a GPU, several processes talk over gloo:
-    Accelerate needs ``cpu=True`` to choose that backend under a bare ``torchrun``."""
+    Accelerate needs ``cpu=True`` to choose that backend under a bare ``torchrun``. The
+    process group is created here, first, with :func:`process_group_timeout`."""
     from accelerate import PartialState
 
-    return PartialState(cpu=not torch.cuda.is_available())
+    return PartialState(cpu=not torch.cuda.is_available(), timeout=process_group_timeout())
 
 
 def world_size() -> int:
@@ -68,7 +91,9 @@ class BatchNormAcrossProcesses(nn.BatchNorm1d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or world_size() == 1:
             return super().forward(x)
-        count = torch.tensor([float(x.shape[0])])
+        # the row count travels with the sums: same device and dtype (NCCL refuses a CPU
+        # tensor beside CUDA ones)
+        count = torch.full((1,), float(x.shape[0]), device=x.device, dtype=x.dtype)
         moments = torch.cat([x.sum(0), (x * x).sum(0), count])  # one all-reduce for all
         moments = _all_reduce_sum(moments)
         d = x.shape[1]
