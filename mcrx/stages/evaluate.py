@@ -9,6 +9,7 @@ from typing import Any
 from mcrx.infer.unified import UnifiedModel
 from mcrx.metrics.retrieval import cross_modal_retrieval
 from mcrx.stages.context import Embeddings, Run
+from mcrx.stages.evaluate_model import ScoredSets, flatten, score_sets
 from mcrx.store.artifact import build_manifest
 
 EvaluationSets = dict[str, dict[str, Embeddings]]  # set name → modality → native rows
@@ -44,16 +45,11 @@ def make_model(run: Run, connectors, connector_name: str, connector_params,
     return UnifiedModel(manifest, connectors, run.registry)
 
 
-def evaluate_model(model: UnifiedModel, sets: EvaluationSets, run: Run) -> dict:
-    """Set name → "modality->modality" → metrics, in the unified space."""
-    results = {}
-    for evaluation in run.recipe.evaluation:
-        data = sets[evaluation.name]
-        unified = {m: model.project(run.space_of(m), m, e.rows) for m, e in data.items()}
-        results[evaluation.name] = cross_modal_retrieval(
-            unified, evaluation.ground_truth, {m: e.labels for m, e in data.items()}
-        )
-    return results
+def evaluate_model(model: UnifiedModel, sets: EvaluationSets, run: Run,
+                   with_pictures: bool = False) -> ScoredSets:
+    """Retrieval (set → "modality->modality" → metrics) and zero-shot figures in the unified
+    space (the scoring of :mod:`mcrx.stages.evaluate_model`, shared with ``mcrx evaluate``)."""
+    return score_sets(run, model, run.recipe.evaluation, sets, with_pictures=with_pictures)
 
 
 def evaluate_native(sets: EvaluationSets, run: Run) -> dict:
@@ -61,6 +57,8 @@ def evaluate_native(sets: EvaluationSets, run: Run) -> dict:
     results = {}
     for evaluation in run.recipe.evaluation:
         data = sets[evaluation.name]
+        if evaluation.task != "retrieval" or evaluation.ground_truth == "items":
+            continue  # native figures: retrieval by pairs or labels within one space
         for space_name in run.recipe.space_names():
             mine = {m: e for m, e in data.items() if run.space_of(m) == space_name}
             if len(mine) >= 2:
@@ -71,23 +69,19 @@ def evaluate_native(sets: EvaluationSets, run: Run) -> dict:
     return results
 
 
-def _flatten(per_set: dict[str, dict]) -> dict:
-    """One set: its pairs as they are; several: prefixed "set/audio->image"."""
-    if len(per_set) == 1:
-        return next(iter(per_set.values()))
-    return {f"{name}/{pair}": m for name, pairs in per_set.items() for pair, m in pairs.items()}
-
-
 def evaluate_run(run: Run, model: UnifiedModel, sets: EvaluationSets, memories,
                  training_report: dict) -> dict[str, Any]:
     """The metrics document: unified, native and baseline retrieval, and training."""
     from mcrx.stages.train import fit_baselines
 
     recipe = run.recipe
+    scored = evaluate_model(model, sets, run, with_pictures=True)
     metrics: dict[str, Any] = {
         "method": recipe.method,
         "recipe": recipe.name,
-        "retrieval": _flatten(evaluate_model(model, sets, run)),
+        "retrieval": flatten(scored.retrieval),
+        "zeroshot": flatten(scored.zeroshot, always_prefix=True),
+        "gap": flatten(scored.gap),
         "spaces": {},
         "baselines": {},
         "training": training_report,
@@ -103,8 +97,14 @@ def evaluate_run(run: Run, model: UnifiedModel, sets: EvaluationSets, memories,
     if recipe.baseline != "none":
         baseline = make_model(run, fit_baselines(run, memories), "mcrx/linear",
                               {"solver": recipe.baseline}, "parent")
+        baseline_scored = evaluate_model(baseline, sets, run)
         metrics["baselines"]["linear"] = {
             "solver": recipe.baseline,
-            "retrieval": _flatten(evaluate_model(baseline, sets, run)),
+            "retrieval": flatten(baseline_scored.retrieval),
+            "zeroshot": flatten(baseline_scored.zeroshot, always_prefix=True),
         }
+    from mcrx.ui.plots import write_figures
+
+    metrics["figures"] = write_figures([(recipe.method, metrics)], run.out / "figures",
+                                       pca={recipe.method: scored.pca})
     return metrics

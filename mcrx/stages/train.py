@@ -58,7 +58,9 @@ def train_connectors(run: Run, pairs, stop_after_steps: int | None = None):
             run.state.wait_for_everyone()
             reports[link.space] = {"resumed_from": result.resumed_from,
                                    "seconds": round(result.seconds, 2),
-                                   "steps": result.steps, "final_loss": result.final_loss}
+                                   "steps": result.steps, "final_loss": result.final_loss,
+                                   # (step, loss) every 10 steps: the report's loss curves
+                                   "losses": [list(sample) for sample in result.losses]}
             console.print(f"  {link.space}: {result.steps} steps in {result.seconds:.1f} s, "
                           f"final loss {result.final_loss:.4f}")
         connectors[link.space] = connector

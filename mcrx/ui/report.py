@@ -1,7 +1,9 @@
-"""The metrics as a rich table on the terminal and as OUT/report.md."""
+"""The metrics as rich tables on the terminal and as report.md (with the PNGs of
+:mod:`mcrx.ui.plots` embedded), for one run or several models side by side."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,11 @@ def _native(metrics: dict[str, Any], pair: str) -> tuple[str, dict] | None:
     return None
 
 
+def _map(values: dict[str, Any]) -> float | None:
+    """mAP, or mAP@10 for item-id ground truth (WavCaps's figure)."""
+    return values.get("mAP", values.get("mAP@10"))
+
+
 def rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per retrieval direction with the unified, chance, baseline and native R@1."""
     baseline = metrics.get("baselines", {}).get("linear", {}).get("retrieval", {})
@@ -27,11 +34,13 @@ def rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
         native = _native(metrics, pair)
         out.append({
             "pair": pair,
-            **{column: values[column] for column in COLUMNS},
+            **{column: values.get(column) for column in COLUMNS[:3]},
+            "mAP": _map(values),
             "chance_R@1": values["chance_R@1"],
             "linear_R@1": baseline.get(pair, {}).get("R@1"),
             "native_R@1": native[1]["R@1"] if native else None,
             "native_space": native[0] if native else None,
+            "median_rank": values.get("median_rank"),
             "n": values["n"],
         })
     return out
@@ -61,34 +70,189 @@ def metrics_table(metrics: dict[str, Any]) -> Table:
     return table
 
 
+def zeroshot_table(models: Sequence[tuple[str, dict[str, Any]]]) -> Table | None:
+    """Zero-shot top-1/top-5 per set and modality, one column pair per model."""
+    keys = list(dict.fromkeys(k for _, m in models for k in m.get("zeroshot", {})))
+    if not keys:
+        return None
+    table = Table(title="zero-shot classification against text prompts (%)")
+    table.add_column("set/items", no_wrap=True)
+    for label, _ in models:
+        table.add_column(f"{label} top-1", justify="right", no_wrap=True)
+        table.add_column("top-5", justify="right", no_wrap=True)
+    table.add_column("chance", justify="right", style="dim", no_wrap=True)
+    for key in keys:
+        cells, chance = [], None
+        for _, metrics in models:
+            zs = metrics.get("zeroshot", {}).get(key)
+            cells += [_fmt(zs.get("top1")), _fmt(zs.get("top5"))] if zs else ["—", "—"]
+            chance = chance or (zs or {}).get("chance_top1")
+        table.add_row(key, *cells, _fmt(chance))
+    return table
+
+
+def comparison_table(models: Sequence[tuple[str, dict[str, Any]]]) -> Table:
+    """R@1 and R@5 per retrieval direction, one column pair per model, chance beside."""
+    table = Table(title="retrieval in each unified space (%): models side by side")
+    table.add_column("query→gallery", no_wrap=True)
+    for label, _ in models:
+        table.add_column(f"{label} R@1", justify="right", no_wrap=True)
+        table.add_column("R@5", justify="right", no_wrap=True)
+    table.add_column("chance R@1", justify="right", style="dim", no_wrap=True)
+    for pair, chance, cells in _comparison_rows(models):
+        table.add_row(pair, *cells, chance)
+    return table
+
+
+def _comparison_rows(models):
+    pairs = list(dict.fromkeys(p for _, m in models for p in m.get("retrieval", {})))
+    for pair in pairs:
+        cells, chance = [], None
+        for _, metrics in models:
+            values = metrics.get("retrieval", {}).get(pair)
+            cells += [_fmt(values.get("R@1")), _fmt(values.get("R@5"))] if values else ["—"] * 2
+            chance = chance or (values or {}).get("chance_R@1")
+        yield pair, _fmt(chance), cells
+
+
+# ---------------------------------------------------------------------------------------
+# report.md
+# ---------------------------------------------------------------------------------------
+def _md_table(header: Sequence[str], body: Sequence[Sequence[str]], left: int = 1) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join(["---"] * left + ["---:"] * (len(header) - left)) + "|"]
+    return lines + ["| " + " | ".join(row) + " |" for row in body]
+
+
+def _zeroshot_md(models: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
+    keys = list(dict.fromkeys(k for _, m in models for k in m.get("zeroshot", {})))
+    if not keys:
+        return []
+    header = ["set/items"]
+    for label, _ in models:
+        header += [f"{label} top-1", "top-3", "top-5", "mean per class"]
+    body = []
+    for key in keys:
+        row, chance = [key], None
+        for _, metrics in models:
+            zs = metrics.get("zeroshot", {}).get(key) or {}
+            row += [_fmt(zs.get(k)) for k in ("top1", "top3", "top5", "mean_per_class")]
+            chance = chance or zs.get("chance_top1")
+        body.append(row + [_fmt(chance), str(next(
+            (m["zeroshot"][key]["n"] for _, m in models if key in m.get("zeroshot", {})), 0))])
+    return ["", "## Zero-shot classification", "",
+            "Items classified against one text prototype per class (every prompt normalised, "
+            "averaged per class, renormalised; cosine), in percent.", "",
+            *_md_table(header + ["chance top-1", "n"], body)]
+
+
+def _gap_md(metrics: dict[str, Any]) -> list[str]:
+    gap = metrics.get("gap", {})
+    if not gap:
+        return []
+    body = []
+    for pair, values in gap.items():
+        before, after = values.get("before"), values["after"]
+        body.append([pair.replace("~", " – "),
+                     f"{before['matched']:.3f} / {before['random']:.3f}" if before else "—",
+                     f"{after['matched']:.3f} / {after['random']:.3f}"])
+    return ["", "## Modality gap", "",
+            "Mean cosine of matched / random pairs; *before*: in the source space both "
+            "modalities share (— when they share none), *after*: in the unified space.", "",
+            *_md_table(["pair", "before", "after"], body)]
+
+
+def _training_md(metrics: dict[str, Any]) -> list[str]:
+    training = metrics.get("training", {})
+    if not training:
+        return []
+    lines = ["", "## Training", ""]
+    for space, report in training.items():
+        if not report.get("steps"):
+            lines.append(f"- {space}: trained in an earlier run (same inputs)")
+            continue
+        resumed = (f", resumed from step {report['resumed_from']}"
+                   if report.get("resumed_from") else "")
+        lines.append(f"- {space}: {report['steps']} steps in {report['seconds']:.1f} s, "
+                     f"final loss {report['final_loss']:.4f}{resumed}")
+    return lines
+
+
+def _timings_md(metrics: dict[str, Any]) -> list[str]:
+    timings = metrics.get("timings", {})
+    if not timings:
+        return []
+    return ["", "## Time per stage", "",
+            *_md_table(["stage", "seconds"], [[s, f"{t:.1f}"] for s, t in timings.items()])]
+
+
+def _figures_md(figures: dict[str, str]) -> list[str]:
+    lines = []
+    if figures:
+        lines += ["", "## Pictures"]
+        for title, file in figures.items():
+            lines += ["", f"### {title}", "", f"![{title}]({file})"]
+    return lines
+
+
 def markdown(metrics: dict[str, Any]) -> str:
     lines = [
         f"# {metrics.get('recipe', 'mcrx run')} — {metrics['method']}",
         "",
         "Retrieval in the unified space, in percent. *chance*: a random ranking; *linear*: "
-        "closed-form map fitted on the bridge alone; *native*: the source space's own figure.",
+        "closed-form map fitted on the bridge alone; *native*: the source space's own figure "
+        "(mAP@10 and the median rank for sets with item ids, as WavCaps computes them).",
         "",
-        "| query→gallery | R@1 | R@5 | R@10 | mAP | chance R@1 | linear R@1 | native R@1 | n |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    body = []
     for row in rows(metrics):
-        cells = [row["pair"], *(_fmt(row[c]) for c in COLUMNS), _fmt(row["chance_R@1"]),
-                 _fmt(row["linear_R@1"]), _fmt(row["native_R@1"]), str(row["n"])]
-        lines.append("| " + " | ".join(cells) + " |")
-    training = metrics.get("training", {})
-    if training:
-        lines += ["", "## Training", ""]
-        for space, report in training.items():
-            if not report.get("steps"):
-                lines.append(f"- {space}: trained in an earlier run (same inputs)")
-                continue
-            resumed = (f", resumed from step {report['resumed_from']}"
-                       if report.get("resumed_from") else "")
-            lines.append(f"- {space}: {report['steps']} steps in {report['seconds']:.1f} s, "
-                         f"final loss {report['final_loss']:.4f}{resumed}")
+        median = "—" if row["median_rank"] is None else f"{row['median_rank']:.0f}"
+        body.append([row["pair"], *(_fmt(row[c]) for c in COLUMNS), median,
+                     _fmt(row["chance_R@1"]), _fmt(row["linear_R@1"]),
+                     _fmt(row["native_R@1"]), str(row["n"])])
+    if body:
+        lines += _md_table(["query→gallery", "R@1", "R@5", "R@10", "mAP", "median rank",
+                            "chance R@1", "linear R@1", "native R@1", "n"], body)
+    lines += _zeroshot_md([(metrics["method"], metrics)])
+    lines += _gap_md(metrics) + _training_md(metrics) + _timings_md(metrics)
     lines += ["", f"Total time: {metrics.get('seconds', 0):.1f} s; items encoded in this run: "
-              f"{metrics.get('encoded_items', 0):,}.", ""]
-    return "\n".join(lines)
+              f"{metrics.get('encoded_items', 0):,}."]
+    lines += _figures_md(metrics.get("figures", {}))
+    return "\n".join(lines + [""])
+
+
+def comparison_markdown(models: Sequence[tuple[str, dict[str, Any]]],
+                        figures: dict[str, str], title: str = "evaluation") -> str:
+    """Several models on the same sets: one column group per model."""
+    lines = [f"# {title} — {len(models)} model{'s' if len(models) > 1 else ''} side by side",
+             "", *(f"- **{label}**: {m['method']} on base {m.get('base', '?')}"
+                   f"{' (' + m['source'] + ')' if m.get('source') else ''}"
+                   for label, m in models), ""]
+    header = ["query→gallery"]
+    for label, _ in models:
+        header += [f"{label} R@1", "R@5", "R@10", "mAP"]
+    body = []
+    for pair in dict.fromkeys(p for _, m in models for p in m.get("retrieval", {})):
+        row, chance = [pair], None
+        for _, metrics in models:
+            values = metrics.get("retrieval", {}).get(pair) or {}
+            row += [_fmt(values.get(k)) for k in COLUMNS[:3]] + [
+                _fmt(_map(values)) if values else "—"]
+            chance = chance or values.get("chance_R@1")
+        body.append(row + [_fmt(chance)])
+    if body:
+        lines += ["## Retrieval (%)", "", *_md_table(header + ["chance R@1"], body)]
+    lines += _zeroshot_md(models)
+    for label, metrics in models:
+        gap = _gap_md(metrics)
+        if gap:
+            lines += [gap[0], f"## Modality gap — {label}", *gap[2:]]
+    timing_rows = [[label, *(f"{m.get('timings', {}).get(s, 0):.1f}" for s in ("encode", "score"))]
+                   for label, m in models]
+    lines += ["", "## Time per stage (s)", "", *_md_table(["model", "encode", "score"],
+                                                          timing_rows)]
+    lines += _figures_md(figures)
+    return "\n".join(lines + [""])
 
 
 def write_report(metrics: dict[str, Any], path: Path) -> None:

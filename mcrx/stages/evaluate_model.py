@@ -1,0 +1,270 @@
+"""The evaluation of any unified model (trained by ``mcrx extend`` or imported with
+``mcrx import-official``) on evaluation sets in the recipe's format.
+
+Per set, each modality's rows come from precomputed embeddings in a space
+(``embeddings: {space: file}``, then ``model.project``) or from raw inputs encoded by the
+model's own encoder for that modality (through the shared embedding cache, exactly as
+``extend`` encodes, so a model evaluated on its own recipe's sets encodes nothing), then
+projected into the unified space and scored:
+
+- ``task: retrieval``: every ordered pair of modalities (ground truth by pairs, labels, or
+  item ids for several captions per item);
+- ``task: zeroshot``: every item modality classified against one text prototype per class
+  (class names × templates, or labelled text prompts);
+- for every retrieval set, the modality gap: the mean cosine of matched pairs against that
+  of random pairs, in the unified space and, where both modalities share a source space,
+  in that space before any connector.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from itertools import combinations
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mcrx.errors import McrxError
+from mcrx.infer.unified import UnifiedModel
+from mcrx.metrics.captions import cross_modal_items
+from mcrx.metrics.retrieval import cross_modal_retrieval
+from mcrx.metrics.templates import CLASS_PRESETS, prompts, resolve_templates
+from mcrx.metrics.zeroshot import class_prototypes, zeroshot_metrics
+from mcrx.recipe.schema import EvaluationSet
+from mcrx.stages.context import Embeddings
+from mcrx.ui.console import console
+
+PROMPT_MODALITY = "text"
+PCA_ROWS = 400  # points per modality in the 2-D PCA picture
+
+
+@dataclass
+class ScoredSets:
+    """What evaluating one model on its sets gives: the metrics and what the pictures need."""
+
+    retrieval: dict[str, dict] = field(default_factory=dict)  # set → pair → metrics
+    zeroshot: dict[str, dict] = field(default_factory=dict)  # set → modality → metrics
+    gap: dict[str, dict] = field(default_factory=dict)  # set → "a~b" → before/after
+    pca: dict[str, np.ndarray] = field(default_factory=dict)  # modality → (n, 2)
+
+
+# ---------------------------------------------------------------------------------------
+# Embedding a model's sets
+# ---------------------------------------------------------------------------------------
+class ModelSource:
+    """What :func:`mcrx.stages.encode.embed_source` needs from a run, for a lone model: its
+    spaces (built from the manifest's params), the registry and the cache settings."""
+
+    def __init__(self, model: UnifiedModel, registry, show_progress: bool = True,
+                 workers: int = 0) -> None:
+        self.model, self.registry = model, registry
+        self.show_progress, self.workers = show_progress, workers
+        self.recipe = SimpleNamespace(memory_dtype="float32")  # the cache's default rows
+        self.encoded = 0
+
+    def space(self, name: str):
+        return self.model.space(name)
+
+
+def class_names(evaluation: EvaluationSet, where: str) -> list[str] | None:
+    """``classes:`` as a list: given, a preset, or a .txt file (one name per line)."""
+    classes = evaluation.classes
+    if classes is None or isinstance(classes, list):
+        return classes
+    if classes in CLASS_PRESETS:
+        return list(CLASS_PRESETS[classes])
+    path = Path(classes)
+    if not path.is_file():
+        raise McrxError(f"{where}.classes: {classes!r} is neither a class preset "
+                        f"({', '.join(CLASS_PRESETS)}) nor a file")
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def prompt_embeddings(run, model: UnifiedModel, evaluation: EvaluationSet,
+                      where: str) -> tuple[Embeddings, list[str]]:
+    """Native text rows of the zero-shot prompts with their class index, and class names."""
+    from mcrx.stages.encode import embed_source
+
+    space = model.space_of(PROMPT_MODALITY)
+    names = class_names(evaluation, where)
+    if evaluation.prompts is not None:  # labelled text items (the toy world's texts)
+        rows = embed_source(run, evaluation.prompts, PROMPT_MODALITY, space, f"{where}.prompts")
+        if rows.labels is None:
+            raise McrxError(f"{where}.prompts: the prompts need class labels (a dataset with "
+                            "labels, or 'labels:')")
+        classes = int(np.max(rows.labels)) + 1
+        if names is not None and len(names) != classes:
+            raise McrxError(f"{where}.classes: {len(names)} names but the prompts' labels "
+                            f"go up to {classes - 1}")
+        return rows, names or [f"class {c}" for c in range(classes)]
+    texts, labels = prompts(names, resolve_templates(evaluation.templates))
+    encoder = run.space(space).encoder(PROMPT_MODALITY)
+    size = encoder.batch_size or 64
+    parts = [torch.as_tensor(encoder.encode(texts[i : i + size])).float()
+             for i in range(0, len(texts), size)]
+    return Embeddings(F.normalize(torch.cat(parts), dim=-1), "", np.asarray(labels)), names
+
+
+def embed_sets(run, model: UnifiedModel, sets: list[EvaluationSet]
+               ) -> dict[str, dict[str, Embeddings]]:
+    """Set name → modality → native rows, in the space the model embeds that modality with."""
+    from mcrx.stages.encode import embed_source
+
+    native = {}
+    for j, evaluation in enumerate(sets):
+        native[evaluation.name] = {
+            modality: embed_source(run, source, modality, model.space_of(modality),
+                                   f"evaluation.{j}.{modality}")
+            for modality, source in evaluation.data.items()
+        }
+    return native
+
+
+# ---------------------------------------------------------------------------------------
+# Scoring
+# ---------------------------------------------------------------------------------------
+def _matched_cosine(a: torch.Tensor, b: torch.Tensor, labels_a, labels_b,
+                    ground_truth: str) -> float | None:
+    """Mean cosine of matched pairs: row i with row i ('pairs'), else every pair of the
+    same label or item id (through per-label sums, never the full matrix)."""
+    if ground_truth == "pairs":
+        return float((a * b).sum(1).mean()) if len(a) == len(b) else None
+    # item ids: a source without them is one item per row
+    labels_a = np.arange(len(a)) if labels_a is None else labels_a
+    labels_b = np.arange(len(b)) if labels_b is None else labels_b
+    la, lb = np.asarray(labels_a).astype(str), np.asarray(labels_b).astype(str)
+    _, codes = np.unique(np.concatenate([la, lb]), return_inverse=True)
+    ca, cb = (torch.from_numpy(c.astype(np.int64)) for c in (codes[: len(la)], codes[len(la):]))
+    groups = int(codes.max()) + 1
+    sum_a = torch.zeros(groups, a.shape[1]).index_add_(0, ca, a.float().cpu())
+    sum_b = torch.zeros(groups, b.shape[1]).index_add_(0, cb, b.float().cpu())
+    pairs = torch.bincount(ca, minlength=groups) * torch.bincount(cb, minlength=groups)
+    if int(pairs.sum()) == 0:
+        return None
+    return float((sum_a * sum_b).sum() / pairs.sum())
+
+
+def modality_gap(rows: dict[str, torch.Tensor], labels: dict[str, Any],
+                 ground_truth: str) -> dict[str, dict[str, float]]:
+    """Per unordered modality pair: mean cosine of matched and of random pairs (the mean of
+    all pairs: mean(a)·mean(b)), and their difference."""
+    out = {}
+    for m1, m2 in combinations(sorted(rows), 2):
+        a, b = rows[m1].float().cpu(), rows[m2].float().cpu()
+        matched = _matched_cosine(a, b, labels.get(m1), labels.get(m2), ground_truth)
+        if matched is None:
+            continue
+        random = float(a.mean(0) @ b.mean(0))
+        out[f"{m1}~{m2}"] = {"matched": matched, "random": random, "gap": matched - random}
+    return out
+
+
+def pca_2d(rows: dict[str, torch.Tensor], per_modality: int = PCA_ROWS,
+           seed: int = 0) -> dict[str, np.ndarray]:
+    """The unified space's first two principal components, a sample of rows per modality."""
+    generator = torch.Generator().manual_seed(seed)
+    picked = {}
+    for modality, x in sorted(rows.items()):
+        x = x.float().cpu()
+        index = torch.randperm(len(x), generator=generator)[:per_modality]
+        picked[modality] = x[index]
+    stacked = torch.cat(list(picked.values()))
+    centred = stacked - stacked.mean(0)
+    _, _, v = torch.linalg.svd(centred, full_matrices=False)
+    coords = (centred @ v[:2].T).numpy()  # (n, 2)
+    out, start = {}, 0
+    for modality, x in picked.items():
+        out[modality] = coords[start : start + len(x)]
+        start += len(x)
+    return out
+
+
+def score_sets(run, model: UnifiedModel, sets: list[EvaluationSet],
+               native: dict[str, dict[str, Embeddings]], with_pictures: bool = True
+               ) -> ScoredSets:
+    """Every set's figures in the unified space of ``model``."""
+    scored = ScoredSets()
+    for j, evaluation in enumerate(sets):
+        data = native[evaluation.name]
+        unified = {m: model.project(model.space_of(m), m, e.rows) for m, e in data.items()}
+        labels = {m: e.labels for m, e in data.items()}
+        if evaluation.task == "zeroshot":
+            prompt_rows, names = prompt_embeddings(run, model, evaluation, f"evaluation.{j}")
+            prototypes = class_prototypes(
+                model.project(model.space_of(PROMPT_MODALITY), PROMPT_MODALITY,
+                              prompt_rows.rows),
+                prompt_rows.labels, len(names))
+            scored.zeroshot[evaluation.name] = {}
+            for modality, rows in unified.items():
+                if labels[modality] is None:
+                    raise McrxError(f"evaluation.{j}.data.{modality}: zero-shot items need "
+                                    "class labels (a dataset with labels, or 'labels:')")
+                scored.zeroshot[evaluation.name][modality] = zeroshot_metrics(
+                    rows, labels[modality], prototypes, names)
+            continue
+        if evaluation.ground_truth == "items":
+            scored.retrieval[evaluation.name] = cross_modal_items(unified, labels)
+        else:
+            scored.retrieval[evaluation.name] = cross_modal_retrieval(
+                unified, evaluation.ground_truth, labels)
+        if with_pictures:
+            after = modality_gap(unified, labels, evaluation.ground_truth)
+            before = {}
+            for space in {model.space_of(m) for m in data}:
+                mine = {m: e.rows for m, e in data.items() if model.space_of(m) == space}
+                before.update(modality_gap(mine, labels, evaluation.ground_truth))
+            scored.gap[evaluation.name] = {
+                pair: {"after": values, "before": before.get(pair)}
+                for pair, values in after.items()
+            }
+            if not scored.pca:
+                scored.pca = pca_2d(unified)
+    return scored
+
+
+def flatten(per_set: dict[str, dict], always_prefix: bool = False) -> dict:
+    """One set: its entries as they are; several (or ``always_prefix``): prefixed
+    "set/audio->image"."""
+    if len(per_set) == 1 and not always_prefix:
+        return next(iter(per_set.values()))
+    return {f"{name}/{key}": m for name, entries in per_set.items() for key, m in entries.items()}
+
+
+# ---------------------------------------------------------------------------------------
+# One model, end to end
+# ---------------------------------------------------------------------------------------
+def evaluate_unified_model(model: UnifiedModel, sets: list[EvaluationSet], registry,
+                           show_progress: bool = True, workers: int = 0,
+                           name: str | None = None) -> tuple[dict[str, Any], ScoredSets]:
+    """The metrics document of ``model`` on ``sets`` (and what the pictures need)."""
+    run = ModelSource(model, registry, show_progress=show_progress, workers=workers)
+    missing = sorted({m for s in sets for m in s.data if m not in model.modalities})
+    if missing:
+        raise McrxError(f"the model {name or ''} has no encoder for {missing}; it embeds "
+                        f"{model.modalities}")
+    timings: dict[str, float] = {}
+    began = time.perf_counter()
+    native = embed_sets(run, model, sets)
+    timings["encode"] = round(time.perf_counter() - began, 2)
+    began = time.perf_counter()
+    scored = score_sets(run, model, sets, native)
+    timings["score"] = round(time.perf_counter() - began, 2)
+    console.print(f"  {name or model.manifest.get('name', 'model')}: {len(sets)} sets, "
+                  f"{run.encoded:,} items encoded (the rest from the cache)")
+    metrics = {
+        "model": name or model.manifest.get("name", "model"),
+        "recipe": model.manifest.get("name", ""),
+        "method": model.method,
+        "base": model.base,
+        "retrieval": flatten(scored.retrieval),
+        "zeroshot": flatten(scored.zeroshot, always_prefix=True),
+        "gap": flatten(scored.gap),
+        "timings": timings,
+        "encoded_items": run.encoded,
+    }
+    return metrics, scored
