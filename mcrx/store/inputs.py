@@ -126,3 +126,53 @@ def read_labels(path: Path) -> np.ndarray:
         lines = read_text_lines(path, "labels")
         _, labels = np.unique(np.array(lines), return_inverse=True)
     return np.asarray(labels).reshape(-1)
+
+
+# ---------------------------------------------------------------------------------------
+# Images: refuse decompression bombs and extreme shapes BEFORE decoding
+# ---------------------------------------------------------------------------------------
+#: PIL's own default bomb threshold (its ``Image.MAX_IMAGE_PIXELS``): a 9459² RGB image,
+#: 256 MiB decoded. Larger photos exist (gigapixel scans) but are not what a 224-px encoder
+#: should decode whole; PIL itself only warns up to twice this, then refuses.
+MAX_IMAGE_PIXELS = 89_478_485
+#: Encoders resize the shorter side to 224 and keep the ratio before cropping: a 1×60000
+#: PNG of 312 bytes becomes 224 × 13.4M pixels (about 9 GB). 100:1 bounds that at 224×22400
+#: (15 MB), far beyond any panorama (about 10:1).
+MAX_IMAGE_ASPECT = 100
+
+
+def open_image(path: str | Path) -> Any:
+    """The PIL image of the file ``path``, opened lazily (header read, pixels not yet
+    decoded) after refusing, by the size its header declares, images above
+    :data:`MAX_IMAGE_PIXELS` or with sides in a ratio above :data:`MAX_IMAGE_ASPECT`.
+    Use it as ``with open_image(path) as image: ...``."""
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():  # our own limit below replaces PIL's warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+    except Image.DecompressionBombError as exc:
+        raise McrxError(f"{path}: refused, the image is too large to decode ({exc})") from None
+    except FileNotFoundError:
+        raise McrxError(f"image not found: {path}") from None
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+        raise McrxError(f"{path}: cannot read the image ({exc})") from None
+    width, height = image.size
+    problem = None
+    if width < 1 or height < 1:
+        problem = f"it declares {width}×{height} pixels"
+    elif width * height > MAX_IMAGE_PIXELS:
+        problem = (f"{width}×{height} = {width * height:,} pixels exceed the limit of "
+                   f"{MAX_IMAGE_PIXELS:,} (a decompression bomb, or far larger than an "
+                   "encoder needs: downscale it first)")
+    elif max(width, height) > MAX_IMAGE_ASPECT * min(width, height):
+        problem = (f"its sides {width}×{height} are in a ratio above {MAX_IMAGE_ASPECT}:1; "
+                   "resizing it for the encoder would take "
+                   f"{224 * 224 * max(width, height) // min(width, height) * 3:,} bytes")
+    if problem:
+        image.close()
+        raise McrxError(f"{path}: refused before decoding: {problem}")
+    return image

@@ -57,6 +57,8 @@ def read_audio(path: str | Path) -> np.ndarray:
                         f"{soundfile.__libsndfile_version__} here reads {suffixes}") from None
     if data.shape[0] == 0:
         raise McrxError(f"{path}: the audio file holds no samples")
+    if not np.isfinite(data).all():  # a float WAV can store NaN: it would become NaN rows
+        raise McrxError(f"{path}: the audio holds NaN or infinite samples")
     # librosa.to_mono: the mean over channels
     return resample(np.ascontiguousarray(data.mean(axis=1, dtype=np.float32)), sample_rate)
 

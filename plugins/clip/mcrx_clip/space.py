@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import zipfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -23,7 +24,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mcrx import Encoder, McrxError, Space, fingerprint_of
 from mcrx.device import resolve_device
-from mcrx.store.inputs import read_inputs
+from mcrx.store.inputs import open_image, read_inputs
+from mcrx.store.weights import unpickling_refused
 from mcrx_clip.params import WEIGHT_SUFFIXES, ClipParams, looks_like_path
 
 log = logging.getLogger("mcrx.clip")
@@ -98,6 +100,8 @@ def checkpoint_keys(path: Path) -> set[str]:
         content = torch.load(
             path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path)
         )
+    except pickle.UnpicklingError as exc:  # mcrx's advice, not torch's "weights_only=False"
+        raise unpickling_refused(path, exc) from None
     except Exception as exc:  # any reader failure means an unusable file: say which
         raise McrxError(f"{path}: cannot read the weights ({type(exc).__name__}: {exc})") from None
     if isinstance(content, dict) and isinstance(content.get("state_dict"), dict):
@@ -417,7 +421,7 @@ def load_image(item: Any) -> Image.Image:
     if not isinstance(item, (str, Path)):
         raise McrxError(f"image items are file paths, PIL images or arrays, got {type(item)}")
     try:
-        with Image.open(item) as image:
+        with open_image(item) as image:  # bombs and 1×60000 strips refused before decoding
             # photos are often stored sideways with an orientation tag: show them upright;
             # the result is a loaded copy that outlives the file handle
             return ImageOps.exif_transpose(image)

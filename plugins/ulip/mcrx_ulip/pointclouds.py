@@ -306,7 +306,13 @@ def read_points(path: str | Path, npoints: int = 8192) -> np.ndarray:
         vertices, triangles = readers[suffix](path)
     except (ValueError, IndexError, KeyError) as exc:
         raise McrxError(f"{path}: malformed {suffix[1:].upper()} file ({exc})") from None
-    points = vertices if triangles is None else sample_surface(vertices, triangles, npoints)
+    if not np.isfinite(vertices).all():  # NaN areas would reach rng.choice as probabilities
+        bad = int(np.flatnonzero(~np.isfinite(vertices).all(axis=1))[0])
+        raise McrxError(f"{path}: vertex {bad + 1} has NaN or infinite coordinates")
+    try:
+        points = vertices if triangles is None else sample_surface(vertices, triangles, npoints)
+    except McrxError as exc:
+        raise McrxError(f"{path}: {exc}") from None
     return as_points(points, str(path))
 
 

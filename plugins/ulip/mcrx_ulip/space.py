@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from mcrx import Encoder, McrxError, Space, fingerprint_of
 from mcrx.device import resolve_device
-from mcrx.store.inputs import read_inputs
+from mcrx.store.inputs import open_image, read_inputs
 from mcrx_ulip.model import Ulip2, Ulip2Config, load_model, random_model, read_checkpoint
 from mcrx_ulip.params import CHECKPOINT_NAME, PointBertParams
 from mcrx_ulip.pointbert import PointBertConfig
@@ -43,7 +43,7 @@ def prepare_image(item: Any) -> np.ndarray:
 
     if isinstance(item, (str, Path)):
         try:
-            with Image.open(item) as opened:
+            with open_image(item) as opened:  # bombs, extreme ratios refused undecoded
                 image = opened.convert("RGB")
         except (FileNotFoundError, UnidentifiedImageError, OSError) as exc:
             raise McrxError(f"cannot read image {item}: {exc}") from None
