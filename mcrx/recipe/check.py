@@ -1,19 +1,32 @@
 """Checks of a recipe against the installed plugins: names exist, bridges are modalities of
 both spaces, parents come before their children, the method's rules hold, plugin params
-validate against the plugin's own model, files exist. Returns every problem as (location,
-message); :func:`mcrx.recipe.load.load_recipe` raises them together."""
+validate against the plugin's own model, files exist, evaluation sets are consistent (rows,
+labels), the output folder and the cache can be written. Returns every problem as (location,
+message); :func:`mcrx.recipe.load.load_recipe` raises them together.
+
+Everything ``extend`` would otherwise find hours in (an unwritable output folder, labels of
+the wrong length, an empty evaluation set) is found here, before any work starts."""
 
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import ValidationError
 
 from mcrx.errors import McrxError
+from mcrx.plugin.builtin import bind_features_spaces
 from mcrx.plugin.registry import Registry, UnknownComponentError
 from mcrx.recipe.chain import needed_memories, resolve_leaf_modalities, resolve_links
 from mcrx.recipe.load import pydantic_errors
-from mcrx.recipe.schema import EMBEDDING_SUFFIXES, DataSource, Recipe
+from mcrx.recipe.schema import EMBEDDING_SUFFIXES, DataSource, EvaluationSet, Recipe
+
+#: kernel filesystems: writing a run there fails in odd ways (or does harm)
+VIRTUAL_FILESYSTEMS = (Path("/proc"), Path("/sys"), Path("/dev"))
+LABEL_SUFFIXES = (".npy", ".txt")
 
 
 def _check_params(spec, params, loc: str, errors: list[tuple[str, str]]) -> None:
@@ -54,11 +67,199 @@ def _check_source(
             if path.suffix not in EMBEDDING_SUFFIXES:
                 errors.append((f"{loc}.embeddings.{space}",
                                f"{path}: expected a .npy or .safetensors file"))
+            elif path.is_dir():
+                errors.append((f"{loc}.embeddings.{space}", f"{path} is a folder; expected a "
+                               ".npy or .safetensors file"))
             elif not path.is_file():
                 errors.append((f"{loc}.embeddings.{space}", f"file not found: {path}"))
+            else:
+                _check_width(path, space, f"{loc}.embeddings.{space}", registry, errors)
         for field, path in (("inputs", source.inputs), ("labels", source.labels)):
             if path is not None and not path.exists():
                 errors.append((f"{loc}.{field}", f"not found: {path}"))
+        if source.labels is not None and source.labels.exists():
+            if source.labels.is_dir():
+                errors.append((f"{loc}.labels", f"{source.labels} is a folder; expected a "
+                               ".npy or .txt file with one label per item"))
+            elif source.labels.suffix not in LABEL_SUFFIXES:
+                errors.append((f"{loc}.labels", f"{source.labels}: expected a .npy array or a "
+                               ".txt file with one label per line"))
+
+
+def _check_width(path: Path, space: str, loc: str, registry: Registry,
+                 errors: list[tuple[str, str]]) -> None:
+    """An embeddings file's rows against the width the space registered (``register(dim=)``,
+    ``features/<name>``'s ``dim``), reading the file's header only."""
+    dim = registry.space(space).dim if registry.has("space", space) else None
+    if dim is None:
+        return
+    try:
+        if path.suffix == ".npy":
+            shape = np.load(path, allow_pickle=False, mmap_mode="r").shape
+        else:
+            from safetensors import safe_open
+
+            with safe_open(str(path), "np") as handle:
+                keys = list(handle.keys())
+                key = "embeddings" if "embeddings" in keys else keys[0] if len(keys) == 1 else None
+                shape = handle.get_slice(key).get_shape() if key else None
+    except Exception as exc:
+        errors.append((loc, f"{path}: cannot read embeddings ({exc})"))
+        return
+    if shape is not None and (len(shape) != 2 or shape[1] != dim):
+        errors.append((loc, f"{path}: rows of shape {tuple(shape)[1:]}, but {space} is "
+                       f"{dim}-d (an N×{dim} array)"))
+
+
+# -- evaluation sets -------------------------------------------------------------------------
+def _label_count(path: Path) -> int:
+    """How many labels ``path`` holds; raises McrxError when they cannot be class labels
+    (Python objects, several per row, NaN or fractional values, not UTF-8 text)."""
+    if path.suffix == ".txt":
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise McrxError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+        return sum(1 for line in text.splitlines() if line.strip())
+    try:
+        labels = np.load(path, allow_pickle=False, mmap_mode="r")
+    except ValueError as exc:  # numpy: "Object arrays cannot be loaded when allow_pickle=False"
+        raise McrxError(f"{path}: not a plain numeric .npy array ({exc}); save integer class "
+                        "ids, e.g. np.save(path, labels.astype(np.int64))") from None
+    except OSError as exc:
+        raise McrxError(f"{path}: cannot read it as .npy ({exc})") from None
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 1:
+        raise McrxError(f"{path}: expected one label per item, shape (N,), got shape "
+                        f"{tuple(labels.shape)}")
+    if labels.dtype.kind == "f":
+        values = np.asarray(labels)
+        bad = np.flatnonzero(~np.isfinite(values) | (values != np.round(values)))
+        if bad.size:
+            raise McrxError(f"{path}: labels are class ids, but row {bad[0]} is "
+                            f"{values[bad[0]]!r} ({bad.size} such rows)")
+    elif labels.dtype.kind not in "iubUS":
+        raise McrxError(f"{path}: labels of dtype {labels.dtype} (expected integers or strings)")
+    return int(labels.shape[0])
+
+
+def _row_count(source: DataSource, loc: str, registry: Registry,
+               errors: list[tuple[str, str]]) -> int | None:
+    """Rows a file source gives (after ``limit``), None for a dataset (its plugin's to say) or
+    a source already reported. Every embedding file of the source must agree."""
+    from mcrx.store.inputs import read_embeddings, read_inputs
+
+    counts: dict[str, int] = {}
+    for space, path in source.embeddings.items():
+        if not path.is_file() or path.suffix not in EMBEDDING_SUFFIXES:
+            return None  # reported by _check_source
+        try:
+            dim = registry.space(space).dim
+            counts[f"embeddings.{space}"] = len(read_embeddings(path, dim))
+        except UnknownComponentError:
+            return None
+        except McrxError as exc:
+            errors.append((f"{loc}.embeddings.{space}", str(exc)))
+            return None
+    if source.inputs is not None and not source.dataset:
+        if not source.inputs.exists():
+            return None
+        try:
+            counts["inputs"] = len(read_inputs(source.inputs))
+        except McrxError as exc:
+            errors.append((f"{loc}.inputs", str(exc)))
+            return None
+        except (OSError, ValueError) as exc:
+            errors.append((f"{loc}.inputs", f"cannot read {source.inputs}: {exc}"))
+            return None
+    if len(set(counts.values())) > 1:
+        errors.append((loc, "row-aligned sources differ in length: " + ", ".join(
+            f"{where} {count:,}" for where, count in counts.items())))
+        return None
+    if not counts:
+        return None
+    rows = next(iter(counts.values()))
+    return min(rows, source.limit) if source.limit else rows
+
+
+def check_evaluation_set(evaluation: EvaluationSet, loc: str, registry: Registry,
+                         errors: list[tuple[str, str]]) -> None:
+    """What the metrics need of a set's files: items in every modality, one valid label per
+    item where labels are given (and everywhere under ``ground_truth: labels``), the same
+    number of rows in every modality under ``ground_truth: pairs``."""
+    rows: dict[str, int] = {}
+    for modality, source in evaluation.data.items():
+        where = f"{loc}.data.{modality}"
+        count = _row_count(source, where, registry, errors)
+        if count == 0:
+            errors.append((where, "the set is empty: no items to evaluate"))
+            continue
+        if count is not None:
+            rows[modality] = count
+        if source.labels is None:
+            if evaluation.ground_truth == "labels" and not source.dataset:
+                errors.append((f"{where}.labels", "ground_truth: labels needs a class label "
+                               "per item: give 'labels' (.npy or .txt, one per item)"))
+            continue
+        if not source.labels.is_file() or source.labels.suffix not in LABEL_SUFFIXES:
+            continue  # reported by _check_source
+        try:
+            labels = _label_count(source.labels)
+        except McrxError as exc:
+            errors.append((f"{where}.labels", str(exc)))
+            continue
+        if source.limit:
+            labels = min(labels, source.limit)
+        if count is not None and labels != count:
+            errors.append((f"{where}.labels", f"{source.labels} holds {labels:,} labels for "
+                           f"{count:,} items (one label per item)"))
+    if (evaluation.task == "retrieval" and evaluation.ground_truth == "pairs"
+            and len(set(rows.values())) > 1):
+        errors.append((f"{loc}.data", "ground_truth: pairs matches row i of every modality, "
+                       "but the modalities differ in length: " + ", ".join(
+                           f"{m} {n:,}" for m, n in rows.items())))
+
+
+# -- where a run writes --------------------------------------------------------------------
+def writable_folder_problem(path: Path) -> str | None:
+    """Why a run could not create and write the folder ``path``, or None. Looks at the path
+    as it is (a file in the way, a virtual filesystem, permissions) and then tries to write
+    a throw-away file in the nearest existing folder: root passes permission checks, a
+    read-only mount does not say so until written to."""
+    path = Path(os.path.abspath(path.expanduser()))
+    real = Path(os.path.realpath(path))
+    for virtual in VIRTUAL_FILESYSTEMS:
+        if real == virtual or virtual in real.parents:
+            return f"{path} is on the kernel's {virtual} filesystem; choose a folder on disk"
+    existing = path
+    while not existing.exists():
+        if existing.is_symlink():
+            return f"{existing} is a symbolic link to nothing ({os.readlink(existing)})"
+        existing = existing.parent
+    if not existing.is_dir():
+        return (f"{existing} is a file, not a folder" if existing == path else
+                f"{path} cannot be created: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable (permissions)"
+    try:
+        with tempfile.TemporaryFile(dir=existing, prefix=".mcrx-write-test-"):
+            pass
+    except OSError as exc:
+        return f"cannot write in {existing}: {exc.strerror or exc}"
+    return None
+
+
+def _check_locations(recipe: Recipe, errors: list[tuple[str, str]]) -> None:
+    from mcrx.store.paths import cache_root
+
+    problem = writable_folder_problem(recipe.output_dir)
+    if problem:
+        errors.append(("output" if recipe.output is not None else "name",
+                       f"the output folder: {problem}"))
+    problem = writable_folder_problem(cache_root())
+    if problem:
+        errors.append(("MCRX_CACHE_DIR", f"the embedding cache: {problem}"))
 
 
 def check_recipe(
@@ -68,6 +269,7 @@ def check_recipe(
     errors: list[tuple[str, str]] = []
     known_spaces: dict[str, Any] = {}
     refs = [("base", recipe.base)] + [(f"leaves.{i}", leaf) for i, leaf in enumerate(recipe.leaves)]
+    errors.extend(bind_features_spaces(refs, registry))  # features/<name>: dim, modalities
     for loc, ref in refs:
         try:
             spec = registry.space(ref.space)
@@ -111,6 +313,12 @@ def check_recipe(
                            f"leaf (declared so far: {sorted(seen)})"))
             chain_ok = False
         seen.add(leaf.space)
+        for field, declared in (("modality", leaf.modality),
+                                ("parent_modality", leaf.parent_modality)):
+            if declared is not None and declared == leaf.bridge:
+                errors.append((f"leaves.{i}.{field}", f"{declared!r} is the bridge; the "
+                               "modality brought across must be another one"))
+                chain_ok = False
         if (rules is not None and rules.leaves_attach_to_base and leaf.parent
                 and leaf.parent != recipe.base.space):
             errors.append((f"leaves.{i}.parent", f"{recipe.method} leaves attach to the base"))
@@ -163,4 +371,8 @@ def check_recipe(
                     errors.append((loc, f"no space of the recipe embeds {modality!r}"))
                     continue
                 _check_source(source, modality, owners[:1], loc, registry, errors, check_files)
+            if check_files:
+                check_evaluation_set(evaluation, f"evaluation.{j}", registry, errors)
+    if check_files:
+        _check_locations(recipe, errors)
     return errors

@@ -13,7 +13,14 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 EMBEDDING_SUFFIXES = (".npy", ".safetensors")
 
@@ -291,14 +298,21 @@ class Recipe(StrictModel):
     )
     output: Path | None = Field(None, description="output folder (default: runs/<name>)")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of every random draw")
+    device: Literal["auto", "cpu"] = Field(
+        "auto", description="where pseudo pairs, training and evaluation run: 'auto' is this "
+        "process's GPU (its local rank's under torchrun / accelerate launch), else the CPU; "
+        "'cpu' keeps them on the CPU on a GPU machine too (choose GPUs with "
+        "CUDA_VISIBLE_DEVICES; encoders follow their own 'device' params)"
+    )
 
-    @model_validator(mode="after")
-    def _unique_evaluation_names(self) -> Recipe:
-        names = [evaluation.name for evaluation in self.evaluation]
+    @field_validator("evaluation")
+    @classmethod
+    def _unique_evaluation_names(cls, sets: list[EvaluationSet]) -> list[EvaluationSet]:
+        names = [evaluation.name for evaluation in sets]
         twice = sorted({name for name in names if names.count(name) > 1})
         if twice:  # reports and metrics.json key sets by name: one would silently vanish
             raise ValueError(f"evaluation sets need distinct names; given twice: {twice}")
-        return self
+        return sets
 
     @property
     def output_dir(self) -> Path:
