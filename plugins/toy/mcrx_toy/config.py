@@ -97,7 +97,8 @@ class WorldDatasetParams(_Strict):
         description="'memory': unpaired, every modality draws its own latents; 'eval': "
         "held-out latents rendered in every modality, row aligned",
     )
-    count: int = Field(10_000, gt=0, description="items per modality")
+    # 10^7 rows of ≤ 56 floats are 2 GiB per modality; 10^12 would ask for 7 TiB (issue 7)
+    count: int = Field(10_000, gt=0, le=10_000_000, description="items per modality")
     seed: int = Field(0, ge=0, description="sampling seed (streams differ per split anyway)")
     world: WorldConfig = Field(
         default_factory=WorldConfig, description="the world (must match the spaces' world)"
