@@ -100,13 +100,25 @@ class Method:
         return {role: torch.cat([part[role] for part in parts]) for role in PAIR_ROLES}
 
 
+def retrieve_rows(queries: torch.Tensor, keys: torch.Tensor,
+                  values: list[torch.Tensor] | None = None, temperature: float = 0.01,
+                  retriever: Callable[..., list[torch.Tensor]] | None = None,
+                  **blocks) -> list[torch.Tensor]:
+    """What every pool calls: the exact (or top-k) :func:`soft_retrieve`, or the ``retriever``
+    the run chose instead (``retrieval.mode: ann``, :class:`mcrx.methods.ann.AnnRetriever`),
+    with the same arguments and results."""
+    if retriever is not None:
+        return retriever(queries, keys, values, temperature, **blocks)
+    return soft_retrieve(queries, keys, values, temperature, **blocks)
+
+
 def bridge_centric(m: LeafMemories, rows: slice, temperature: float, **blocks: int):
     """C-MCR's only pool and Ex-MCR's first (C-MCR §3.2, Ex-MCR §3.2 "text-centric"): each
     bridge item i (a text for CLIP–CLAP) gives b_i^P and b_i^L;
     ỹ_i = retrieve(b_i^P, Y^P) and x̃_i = retrieve(b_i^L, X^L)."""
     leaf_bridge, parent_bridge = m.leaf_bridge[rows].float(), m.parent_bridge[rows].float()
-    (parent_y,) = soft_retrieve(parent_bridge, m.parent_y, None, temperature, **blocks)
-    (leaf_x,) = soft_retrieve(leaf_bridge, m.leaf_x, None, temperature, **blocks)
+    (parent_y,) = retrieve_rows(parent_bridge, m.parent_y, None, temperature, **blocks)
+    (leaf_x,) = retrieve_rows(leaf_bridge, m.leaf_x, None, temperature, **blocks)
     return {"leaf_x": leaf_x, "leaf_bridge": leaf_bridge, "parent_bridge": parent_bridge,
             "parent_y": parent_y}
 

@@ -38,10 +38,10 @@ from mcrx.methods.common import (
     info_nce,
     mean_distance,
     on_device_of,
+    retrieve_rows,
     xavier_,
 )
 from mcrx.methods.params import ExMcrParams
-from mcrx.methods.retrieval import soft_retrieve
 
 
 # ---------------------------------------------------------------------------------------
@@ -52,10 +52,10 @@ def leaf_centric(m: LeafMemories, rows: slice, temperature: float, **blocks: int
     memory; b̃^L = w·B^L and b̃^P = w·B^P (same weights, same items: the text weights are
     carried across spaces); ỹ = retrieve(b̃^P, Y^P)."""
     x = m.leaf_x[rows].float()
-    leaf_bridge, parent_bridge = soft_retrieve(
+    leaf_bridge, parent_bridge = retrieve_rows(
         x, m.leaf_bridge, [m.leaf_bridge, m.parent_bridge], temperature, **blocks
     )
-    (parent_y,) = soft_retrieve(parent_bridge, m.parent_y, None, temperature, **blocks)
+    (parent_y,) = retrieve_rows(parent_bridge, m.parent_y, None, temperature, **blocks)
     return {"leaf_x": x, "leaf_bridge": leaf_bridge, "parent_bridge": parent_bridge,
             "parent_y": parent_y}
 
@@ -64,10 +64,10 @@ def parent_centric(m: LeafMemories, rows: slice, temperature: float, **blocks: i
     """y-centric (image-centric for CLAP → CLIP): symmetric to :func:`leaf_centric`;
     y queries B^P, the weights are carried to B^L, then x̃ = retrieve(b̃^L, X^L)."""
     y = m.parent_y[rows].float()
-    parent_bridge, leaf_bridge = soft_retrieve(
+    parent_bridge, leaf_bridge = retrieve_rows(
         y, m.parent_bridge, [m.parent_bridge, m.leaf_bridge], temperature, **blocks
     )
-    (leaf_x,) = soft_retrieve(leaf_bridge, m.leaf_x, None, temperature, **blocks)
+    (leaf_x,) = retrieve_rows(leaf_bridge, m.leaf_x, None, temperature, **blocks)
     return {"leaf_x": leaf_x, "leaf_bridge": leaf_bridge, "parent_bridge": parent_bridge,
             "parent_y": y}
 

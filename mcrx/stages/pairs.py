@@ -1,19 +1,28 @@
 """Stage 2, pseudo pairs: per leaf, the method's pools run over that leaf's four memories and
-stream their rows to ``OUT/pseudo_pairs/<leaf>/`` (see :mod:`mcrx.store.pairs`). Skipped
-when the folder was built for the same inputs; under several processes the query chunks are
-shared among them."""
+stream their rows into the shared cache (see :mod:`mcrx.store.pairs`):
+
+    $MCRX_CACHE_DIR/pairs/<leaf>/<fingerprint>/   the pairs (hours of work at paper scale)
+    OUT/pseudo_pairs/<leaf>.json                   OUT's reference to them
+
+keyed by the fingerprint of their inputs (method, memories, retrieval settings), as memories
+are: another output folder or run name reuses them. Pairs that an older mcrx left under
+``OUT/pseudo_pairs/<leaf>/`` are still found. Under several processes the query chunks are
+shared among them. ``retrieval.mode: ann`` hands the pools a faiss retriever
+(:mod:`mcrx.methods.ann`)."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from mcrx.methods.common import LeafMemories
 from mcrx.recipe.chain import Link
 from mcrx.stages.context import Embeddings, Run
+from mcrx.store.atomic import write_json_atomic
 from mcrx.store.fingerprint import fingerprint_of
 from mcrx.store.pairs import finished_pairs_fingerprint, read_pseudo_pairs, write_pseudo_pairs
-from mcrx.store.paths import slug
+from mcrx.store.paths import cache_root, slug
 from mcrx.ui.console import console, progress, rate_text
 
 
@@ -56,14 +65,15 @@ def build_pairs(run: Run, memories) -> dict[str, tuple[dict[str, Any], str]]:
     result = {}
     for link in run.chain.links:
         mems, fingerprints = leaf_memories(link, memories)
-        fingerprint = fingerprint_of("pairs", recipe.method, fingerprints,
-                                     retrieval.model_dump(exclude={"precision"} if
-                                                          retrieval.precision == "fp32"
-                                                          else None))
-        path = run.out / "pseudo_pairs" / slug(link.space)
-        if finished_pairs_fingerprint(path) == fingerprint:
-            pairs = read_pseudo_pairs(path)
-            console.print(f"  {link.space}: {len(pairs['leaf_x']):,} pseudo pairs (done before)")
+        fingerprint = pairs_fingerprint(recipe, fingerprints)
+        path = pairs_path(link.space, fingerprint)
+        found = next((p for p in (path, run.out / "pseudo_pairs" / slug(link.space))
+                      if finished_pairs_fingerprint(p) == fingerprint), None)
+        if found is not None:
+            pairs = read_pseudo_pairs(found)
+            _refer(run, link.space, found, fingerprint)
+            console.print(f"  {link.space}: {len(pairs['leaf_x']):,} pseudo pairs (done before, "
+                          f"{found})")
             result[link.space] = (pairs, fingerprint)
             continue
         began = time.perf_counter()
@@ -71,6 +81,17 @@ def build_pairs(run: Run, memories) -> dict[str, tuple[dict[str, Any], str]]:
         metadata = {"fingerprint": fingerprint, "leaf": link.space,
                     "retrieval": retrieval.model_dump()}
         top_k = retrieval.k if retrieval.mode == "top-k" else None
+        retriever = None
+        if retrieval.mode == "ann":
+            from mcrx.methods.ann import AnnRetriever, AnnSettings, ann_deviation
+
+            retriever = AnnRetriever(AnnSettings.from_retrieval(retrieval), device=run.device)
+            deviation = ann_deviation(mems.leaf_bridge, mems.leaf_x, retrieval.temperature,
+                                      retriever)
+            metadata["ann_deviation"] = deviation
+            console.print(f"  ann ({deviation['index']}, k={deviation['k']}) vs exact: mean "
+                          f"cosine {deviation['mean_cosine']:.5f}, min "
+                          f"{deviation['min_cosine']:.5f} ({deviation['sample']} queries)")
         if retrieval.mode != "ann":  # the faiss retriever places its own index
             mems = memories_on_device(mems, run.device, recipe.memory_dtype)
         if top_k is not None:
@@ -96,9 +117,37 @@ def build_pairs(run: Run, memories) -> dict[str, tuple[dict[str, Any], str]]:
                 query_block=retrieval.query_block, memory_block=retrieval.memory_block,
                 on_chunk=advance, rank=run.state.process_index,
                 world=run.state.num_processes, barrier=run.state.wait_for_everyone,
-                precision=retrieval.precision, device=run.device,
+                dtype=recipe.memory_dtype, precision=retrieval.precision, device=run.device,
+                **({"retriever": retriever} if retriever is not None else {}),
             )
+        if retriever is not None:
+            retriever.release()
+        _refer(run, link.space, path, fingerprint)
         console.print(f"  {link.space} → {link.parent}: {total:,} pseudo pairs "
                       f"in {time.perf_counter() - began:.1f} s")
         result[link.space] = (pairs, fingerprint)
     return result
+
+
+def pairs_fingerprint(recipe, memory_fingerprints: list[str]) -> str:
+    """What the pseudo pairs of one leaf depend on: the method, its four memories and the
+    retrieval settings (the ann index settings in ann mode only, the dtype when not float32,
+    so that pairs built before these existed keep their fingerprint)."""
+    retrieval = recipe.retrieval
+    settings = retrieval.model_dump(exclude=None if retrieval.mode == "ann" else {"ann"})
+    if retrieval.precision == "fp32":  # pairs built before precisions existed keep theirs
+        settings.pop("precision")
+    extra = [recipe.memory_dtype] if recipe.memory_dtype != "float32" else []
+    return fingerprint_of("pairs", recipe.method, memory_fingerprints, settings, *extra)
+
+
+def pairs_path(leaf: str, fingerprint: str) -> Path:
+    """Where the pseudo pairs of ``leaf`` with ``fingerprint`` live in the shared cache."""
+    return cache_root() / "pairs" / slug(leaf) / fingerprint
+
+
+def _refer(run: Run, leaf: str, path: Path, fingerprint: str) -> None:
+    """OUT/pseudo_pairs/<leaf>.json: which cached pairs this run used."""
+    if run.state.is_main_process:
+        write_json_atomic(run.out / "pseudo_pairs" / f"{slug(leaf)}.json",
+                          {"leaf": leaf, "fingerprint": fingerprint, "path": str(path)})
