@@ -2,13 +2,25 @@
 party would register its own: the four standard modalities, and both papers — each as a
 method (its pools), a connector and a loss, implemented in :mod:`mcrx.methods.exmcr` and
 :mod:`mcrx.methods.cmcr` — plus the closed-form linear baseline. Imports without torch:
-every factory imports its paper's module when it is called."""
+every factory imports its paper's module when it is called.
+
+A second built-in plugin, ``features`` (:class:`PrecomputedFeatures`), registers the space
+family ``features/*``: embeddings a user computed elsewhere (on a cluster, with any model),
+joined without writing a plugin. Its width and modalities are params, so each member is
+bound into the registry when a recipe names it (:func:`bind_features_spaces`)."""
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mcrx.errors import McrxError
 from mcrx.methods.params import CMcrParams, ExMcrParams, LinearParams
 from mcrx.plugin.hookspecs import hookimpl
-from mcrx.plugin.interfaces import MethodRules
+from mcrx.plugin.interfaces import Encoder, MethodRules, Space
+from mcrx.store.fingerprint import fingerprint_of
 
 STANDARD_MODALITIES = {
     "image": "still pictures (files or arrays)",
@@ -97,3 +109,79 @@ def register_losses(register):
              description="λ·½‖f_l(ã)−t̃‖ + ¼·Σ four InfoNCE terms against the frozen base")
     register("c-mcr", _cmcr_loss,
              description="two InfoNCE terms in the new space + λ·intra-space attraction")
+
+
+# -- precomputed features: the `features` plugin -------------------------------------------
+FEATURES_PLUGIN = "features"
+FEATURES_FAMILY = "features/*"
+
+
+class FeaturesParams(BaseModel):
+    """``params:`` of a ``features/<name>`` space: what the precomputed embeddings are."""
+
+    model_config = ConfigDict(extra="forbid")
+    dim: int = Field(gt=0, description="width of every embedding file of this space (N×dim)")
+    modalities: list[str] = Field(
+        min_length=1, description="the modalities the files embed, e.g. [image, text]"
+    )
+    description: str = Field("", description="free text: the model the features come from")
+
+
+class FeaturesSpace(Space):
+    """A space known only by its embeddings: every memory and evaluation set of its
+    modalities gives ``embeddings: {features/<name>: file}``; there is no encoder."""
+
+    def __init__(self, name: str, params: FeaturesParams) -> None:
+        self.name = name
+        self.dim = params.dim
+        self.modalities = tuple(params.modalities)
+
+    def encoder(self, modality: str) -> Encoder:
+        raise McrxError(
+            f"{self.name} holds precomputed features and has no encoder: give the "
+            f"{modality!r} rows as a file, `embeddings: {{{self.name}: {modality}.npy}}`"
+        )
+
+    def fingerprint(self) -> str:
+        return fingerprint_of(FEATURES_PLUGIN, self.name, self.dim, list(self.modalities))
+
+
+def _features_space(full_name: str, params: FeaturesParams) -> FeaturesSpace:
+    return FeaturesSpace(full_name, params)
+
+
+class PrecomputedFeatures:
+    """The built-in plugin ``features`` (registered by :mod:`mcrx.plugin.manager`)."""
+
+    @hookimpl
+    def register_spaces(self, register):
+        register("*", _features_space, params=FeaturesParams,
+                 description="precomputed embeddings (params: dim, modalities); every "
+                 "source gives `embeddings:` files for it")
+
+
+def bind_features_spaces(refs: list[tuple[str, Any]], registry: Any) -> list[tuple[str, str]]:
+    """Register each ``features/<name>`` of a recipe exactly, with the ``modalities`` and
+    ``dim`` its params declare, so everything that asks the registry about the space (the
+    chain's modalities, the width an embeddings file must have) gets its own answer.
+    ``refs`` are (location, SpaceRef); returns located errors (unknown modalities)."""
+    errors: list[tuple[str, str]] = []
+    if not registry.registered_exactly("space", FEATURES_FAMILY):
+        return errors  # the plugin is disabled
+    family = registry.get("space", FEATURES_FAMILY)
+    for loc, ref in refs:
+        if not ref.space.startswith(f"{FEATURES_PLUGIN}/") or ref.space == FEATURES_FAMILY:
+            continue
+        try:
+            params = FeaturesParams.model_validate(ref.params)
+        except ValidationError:
+            continue  # the recipe check reports these, located, against the family's model
+        unknown = [m for m in params.modalities if not registry.has("modality", m)]
+        if unknown:
+            errors.append((f"{loc}.params.modalities", f"unknown modalities {unknown}; known: "
+                           f"{registry.names('modality')}"))
+            continue
+        registry.bind(dataclasses.replace(
+            family, name=ref.space, modalities=tuple(params.modalities), dim=params.dim,
+            description=params.description or family.description))
+    return errors

@@ -16,6 +16,7 @@ Environment knobs:
 from __future__ import annotations
 
 import os
+import textwrap
 import traceback
 from importlib import metadata
 from typing import Any
@@ -26,6 +27,8 @@ from mcrx.plugin import hookspecs
 from mcrx.plugin.registry import KINDS, PLURALS, PluginInfo, Registry
 
 ENTRY_POINT_GROUP = "mcrx"
+#: every hook a plugin may implement (the functions of :mod:`mcrx.plugin.hookspecs`)
+_HOOK_NAMES = frozenset(name for name in dir(hookspecs) if name.startswith("register_"))
 
 _manager: pluggy.PluginManager | None = None
 _load_errors: dict[str, PluginInfo] = {}
@@ -38,6 +41,40 @@ def _disabled() -> set[str]:
 
 def _autoload_disabled() -> bool:
     return os.environ.get("MCRX_DISABLE_PLUGIN_AUTOLOAD", "").strip() not in ("", "0", "false")
+
+
+def duplicate_hooks(plugin: Any) -> list[str]:
+    """Hook functions defined twice in one plugin module (or class). Python keeps only the
+    last definition of a name and pluggy never sees the first, so a second
+    ``def register_spaces`` silently drops everything the first one registers: mcrx refuses
+    the plugin instead, naming both lines. Plugins without readable source are not checked."""
+    import ast
+    import inspect
+
+    target = plugin if inspect.ismodule(plugin) or inspect.isclass(plugin) else type(plugin)
+    try:
+        source = inspect.getsource(target)
+        where = inspect.getsourcefile(target) or "?"
+    except (OSError, TypeError):
+        return []
+    tree = ast.parse(textwrap.dedent(source))
+    body = tree.body
+    if inspect.isclass(target) and body and isinstance(body[0], ast.ClassDef):
+        body = body[0].body
+    lines: dict[str, list[int]] = {}
+    first_line = 1 if inspect.ismodule(target) else inspect.getsourcelines(target)[1]
+    for node in body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and (
+            node.name in _HOOK_NAMES
+        ):
+            lines.setdefault(node.name, []).append(node.lineno + first_line - 1)
+    return [
+        f"{name} is defined {len(found)} times in {where} (lines "
+        f"{', '.join(map(str, found))}): Python keeps only the last, so the others never "
+        "run; merge them into one function"
+        for name, found in lines.items()
+        if len(found) > 1
+    ]
 
 
 def _short_error(exc: BaseException) -> str:
@@ -56,6 +93,7 @@ def get_plugin_manager() -> pluggy.PluginManager:
     manager = pluggy.PluginManager("mcrx")
     manager.add_hookspecs(hookspecs)
     manager.register(builtin, name="mcrx")
+    manager.register(builtin.PrecomputedFeatures(), name=builtin.FEATURES_PLUGIN)
     if not _autoload_disabled():
         disabled = _disabled()
         for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
@@ -106,7 +144,7 @@ def reset() -> None:
 
 def _plugin_version(name: str, plugin: Any) -> tuple[str, str]:
     module = getattr(plugin, "__name__", type(plugin).__module__)
-    if name == "mcrx":
+    if name in ("mcrx", "features"):  # the core's own plugins
         from mcrx import __version__
 
         return __version__, module
@@ -132,8 +170,8 @@ def get_registry() -> Registry:
         version, module = _plugin_version(name, plugin)
         staging = Registry()  # register into a scratch registry first: all or nothing
         staging.plugins[name] = PluginInfo(name=name, version=version, module=module)
-        error = None
-        for kind in KINDS:
+        error = "; ".join(duplicate_hooks(plugin)) or None
+        for kind in KINDS if error is None else ():
             hook = getattr(manager.hook, f"register_{PLURALS[kind]}")
             for impl in hook.get_hookimpls():
                 if impl.plugin_name != name:

@@ -97,6 +97,11 @@ class Registry:
         info = self.plugins.setdefault(spec.plugin, PluginInfo(name=spec.plugin))
         info.registered.setdefault(spec.kind, []).append(spec.name)
 
+    def bind(self, spec: ComponentSpec) -> None:
+        """Register one member of a family exactly (``features/clip-l14`` with the dim and
+        modalities its params declare), replacing an earlier binding of that name."""
+        self._components[spec.kind][spec.name] = spec
+
     def register_callback(self, kind: str, plugin: str) -> Callable[..., None]:
         """The ``register`` function handed to one plugin's ``register_<kind>s`` hook."""
 

@@ -14,8 +14,15 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 #: raw vector length of each modality; different on purpose, so no encoder can be reused
-#: for another modality by accident
-RAW_DIMS: dict[str, int] = {"image": 48, "text": 32, "audio": 40, "pointcloud": 56}
+#: for another modality by accident. The first four are mcrx's standard modalities; the
+#: toy world's raw dims of those four are part of every toy space's cache key since format 1
+CORE_RAW_DIMS: dict[str, int] = {"image": 48, "text": 32, "audio": 40, "pointcloud": 56}
+#: ``tactile`` is a modality no built-in space has: the toy plugin registers it itself
+#: (``register_modalities``), the worked example of a plugin that adds a modality
+NEW_MODALITIES: dict[str, str] = {
+    "tactile": "toy touch-sensor readings (a modality the toy plugin adds to mcrx)",
+}
+RAW_DIMS: dict[str, int] = {**CORE_RAW_DIMS, "tactile": 24}
 MODALITIES: tuple[str, ...] = tuple(RAW_DIMS)
 
 #: bump when the world's rendering or the spaces' training changes, so caches are refreshed
@@ -41,6 +48,10 @@ SPACE_DEFINITIONS: dict[str, SpaceDefinition] = {
     ),
     "ulip": SpaceDefinition(
         "ulip", ("pointcloud", "image"), 56, "toy 3D–image space (the ULIP of the toy world)"
+    ),
+    # shares audio with toy/clap only: attached to toy/clap, it is two hops from toy/clip
+    "haptic": SpaceDefinition(
+        "haptic", ("tactile", "audio"), 40, "toy tactile–audio space (touch heard as sound)"
     ),
 }
 

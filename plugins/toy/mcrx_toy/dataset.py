@@ -1,4 +1,4 @@
-"""The ``toy/world`` dataset: raw items of the toy world in all four modalities.
+"""The ``toy/world`` dataset: raw items of the toy world in all five modalities.
 
 - split ``memory``: unpaired unimodal collections, as the papers' memories are. Each modality
   draws its own latents from a stream named by (seed, modality), so no latent item is shared

@@ -1,4 +1,5 @@
-"""The ``toy`` plugin's hooks: three toy contrastive spaces and the world dataset.
+"""The ``toy`` plugin's hooks: a new modality (``tactile``), four toy contrastive spaces and
+the world dataset.
 
 Imports without numpy or torch; the factories import the heavy modules when a space or
 dataset is actually built."""
@@ -11,6 +12,7 @@ from typing import Any
 from mcrx import hookimpl
 from mcrx_toy.config import (
     MODALITIES,
+    NEW_MODALITIES,
     SPACE_DEFINITIONS,
     SpaceDefinition,
     ToySpaceParams,
@@ -31,6 +33,13 @@ def _world_dataset(params: WorldDatasetParams) -> Any:
     from mcrx_toy.dataset import WorldDataset
 
     return WorldDataset(params)
+
+
+@hookimpl
+def register_modalities(register: Callable[..., None]) -> None:
+    # image, text, audio and pointcloud come with mcrx; a plugin registers what it adds
+    for name, description in NEW_MODALITIES.items():
+        register(name, description=description)
 
 
 @hookimpl

@@ -1,6 +1,7 @@
-"""Three small contrastive spaces of the toy world, each trained for real, CLIP-style.
+"""Four small contrastive spaces of the toy world, each trained for real, CLIP-style.
 
-toy/clip pairs image with text, toy/clap audio with text, toy/ulip pointcloud with image.
+toy/clip pairs image with text, toy/clap audio with text, toy/ulip pointcloud with image,
+toy/haptic tactile with audio (tactile is a modality the toy plugin adds to mcrx).
 Each space sees only paired samples of its own two modalities, rendered from its own latent
 draws (a stream named after the space), and fits one MLP encoder per modality with the
 symmetric InfoNCE loss at a fixed temperature. Nothing ties the spaces to one another: like
@@ -35,7 +36,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mcrx import Encoder, McrxError, Space, fingerprint_of
-from mcrx_toy.config import FORMAT_VERSION, RAW_DIMS, SpaceDefinition, ToySpaceParams
+from mcrx_toy.config import (
+    CORE_RAW_DIMS,
+    FORMAT_VERSION,
+    RAW_DIMS,
+    SpaceDefinition,
+    ToySpaceParams,
+)
 from mcrx_toy.world import derive_rng, derive_seed, world_for
 
 
@@ -138,14 +145,18 @@ def cache_dir() -> Path:
 
 def cache_key(definition: SpaceDefinition, params: ToySpaceParams) -> str:
     """Fingerprint of everything the trained weights depend on."""
+    # CORE_RAW_DIMS, not RAW_DIMS: adding a modality to the world must not change the keys
+    # (and retrain the spaces, re-encode the memories) of spaces that do not cover it
+    extra_dims = {m: RAW_DIMS[m] for m in definition.modalities if m not in CORE_RAW_DIMS}
     return fingerprint_of(
         "mcrx-toy-space",
         FORMAT_VERSION,
         definition.name,
         list(definition.modalities),
         definition.dim,
-        RAW_DIMS,
+        CORE_RAW_DIMS,
         params.model_dump(mode="json"),
+        *([extra_dims] if extra_dims else []),
     )
 
 
@@ -308,7 +319,7 @@ class ToyEncoder(Encoder):
 
 
 class ToySpace(Space):
-    """A trained toy contrastive space (toy/clip, toy/clap or toy/ulip)."""
+    """A trained toy contrastive space (toy/clip, toy/clap, toy/ulip or toy/haptic)."""
 
     def __init__(
         self,

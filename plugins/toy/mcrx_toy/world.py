@@ -1,4 +1,4 @@
-"""The toy world: latent concepts rendered into four modalities through fixed nonlinear maps.
+"""The toy world: latent concepts rendered into five modalities through fixed nonlinear maps.
 
 A latent item is ``z = centre[class] + class_spread · ε`` in ``latent_dim`` dimensions. Each
 modality renders it through its own fixed, seeded two-layer tanh network that also reads a

@@ -1,0 +1,187 @@
+"""What a plugin author meets: the example plugin of CONTRIBUTING.md (its files verbatim in
+the guide, built and run through validate and encode), two functions for one hook in one
+module, and the built-in ``features/<name>`` family for precomputed embeddings."""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from mcrx import hookimpl
+from mcrx.cli.app import app
+from mcrx.plugin import manager as plugins
+from mcrx.store.memory import Memory
+
+ROOT = Path(__file__).parents[2]
+EXAMPLE = ROOT / "docs" / "examples" / "smell"
+EXAMPLE_FILES = ("pyproject.toml", "mcrx_smell/plugin.py", "mcrx_smell/space.py")
+
+
+@pytest.fixture
+def fresh_plugins():
+    plugins.reset()
+    yield
+    plugins.reset()
+
+
+@pytest.fixture
+def smell_plugin(fresh_plugins, monkeypatch):
+    """The example plugin, imported from docs/examples and registered in code."""
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    import mcrx_smell.plugin
+
+    plugins.register_plugin(mcrx_smell.plugin, name="smell")
+    yield mcrx_smell.plugin
+    plugins.unregister_plugin("smell")
+
+
+def test_the_guide_shows_the_example_files_verbatim():
+    guide = (ROOT / "CONTRIBUTING.md").read_text()
+    blocks = re.findall(r"^`(docs/examples/smell/[\w/.]+)`:\n\n```\w*\n(.*?)^```$", guide,
+                        re.MULTILINE | re.DOTALL)
+    shown = {path.removeprefix("docs/examples/smell/"): text for path, text in blocks}
+    assert set(EXAMPLE_FILES) <= set(shown), sorted(shown)
+    for name in EXAMPLE_FILES:
+        assert shown[name] == (EXAMPLE / name).read_text(), f"CONTRIBUTING.md drifted: {name}"
+
+
+def features_recipe(tmp_path: Path, rows: int = 300) -> dict:
+    """A recipe whose base is features/cluster (CLIP-like embeddings computed elsewhere, 64-d)
+    and whose leaf is the example's smell/nose, joined through text."""
+    from mcrx_smell.space import save_weights
+
+    rng = np.random.default_rng(0)
+    words = ["rose", "smoke", "lemon", "coffee", "rain", "pine", "sea", "bread"]
+    (tmp_path / "texts.txt").write_text(
+        "\n".join(" ".join(rng.choice(words, size=3)) for _ in range(rows)) + "\n")
+    np.save(tmp_path / "smells.npy", rng.standard_normal((rows, 16)).astype(np.float32))
+    for modality in ("text", "image"):
+        np.save(tmp_path / f"{modality}.npy", rng.standard_normal((rows, 64)).astype(np.float32))
+    save_weights(tmp_path / "nose.npz")
+    return {
+        "name": "smell-demo",
+        "method": "ex-mcr",
+        "base": {"space": "features/cluster", "params": {"dim": 64,
+                                                          "modalities": ["image", "text"]}},
+        "leaves": [{"space": "smell/nose", "bridge": "text",
+                    "params": {"weights": str(tmp_path / "nose.npz")}}],
+        "memories": {
+            # the strings are encoded by the nose; CLIP's side comes from the cluster
+            "text": {"inputs": str(tmp_path / "texts.txt"),
+                     "embeddings": {"features/cluster": str(tmp_path / "text.npy")}},
+            "image": {"embeddings": {"features/cluster": str(tmp_path / "image.npy")}},
+            "smell": {"inputs": str(tmp_path / "smells.npy")},
+        },
+        "training": {"batch_size": 64, "epochs": 1},
+        "output": str(tmp_path / "run"),
+    }
+
+
+def write(tmp_path: Path, raw: dict) -> str:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return str(path)
+
+
+def test_the_example_plugin_validates_and_encodes(smell_plugin, tmp_path, cache_dir):
+    registry = plugins.get_registry()
+    assert registry.plugins["smell"].error is None
+    assert registry.space("smell/nose").modalities == ("smell", "text")
+    recipe = write(tmp_path, features_recipe(tmp_path))
+    runner = CliRunner()
+    result = runner.invoke(app, ["validate", recipe])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["encode", recipe, "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "encoded 600 items" in result.output  # text and smell, 300 each, by the nose
+    stored = {(m.parent.parent.name, m.parent.name): Memory(m) for m in
+              (cache_dir / "embeddings").glob("smell--nose/*/*") if m.is_dir()}
+    shapes = {key: (memory.count, memory.dim) for key, memory in stored.items()}
+    assert shapes == {("smell--nose", "text"): (300, 32), ("smell--nose", "smell"): (300, 32)}
+    rows = next(m for k, m in stored.items() if k[1] == "smell").read()
+    np.testing.assert_allclose(np.linalg.norm(rows, axis=1), 1, atol=1e-5)
+    # a second run encodes nothing: the cache key is the encoder's fingerprint
+    result = runner.invoke(app, ["encode", recipe, "--no-progress"])
+    assert result.exit_code == 0 and "encoded 0 items" in result.output, result.output
+
+
+def test_the_example_plugin_names_a_missing_weights_file(smell_plugin, tmp_path):
+    raw = features_recipe(tmp_path)
+    raw["leaves"][0]["params"]["weights"] = str(tmp_path / "absent.npz")
+    result = CliRunner().invoke(app, ["validate", write(tmp_path, raw)])
+    assert result.exit_code == 1
+    assert "leaves.0.params.weights" in result.output and "absent.npz" in result.output
+
+
+def test_validate_checks_precomputed_widths_against_dim(smell_plugin, tmp_path):
+    raw = features_recipe(tmp_path)
+    np.save(tmp_path / "image.npy", np.ones((300, 48), dtype=np.float32))
+    raw["base"]["params"]["modalities"] = ["image", "text", "sonar"]
+    result = CliRunner().invoke(app, ["validate", write(tmp_path, raw)])
+    assert result.exit_code == 1
+    output = " ".join(result.output.split())
+    assert "base.params.modalities: unknown modalities ['sonar']" in output
+    raw["base"]["params"]["modalities"] = ["image", "text"]
+    result = CliRunner().invoke(app, ["validate", write(tmp_path, raw)])
+    output = " ".join(result.output.split())
+    assert result.exit_code == 1 and "memories.image.embeddings.features/cluster" in output
+    assert "features/cluster is 64-d" in output
+    raw["base"]["params"] = {"modalities": ["image", "text"]}  # dim is required
+    result = CliRunner().invoke(app, ["validate", write(tmp_path, raw)])
+    assert result.exit_code == 1 and "base.params.dim" in result.output
+
+
+def test_a_features_space_has_no_encoder(fresh_plugins):
+    from mcrx.errors import McrxError
+
+    space = plugins.get_registry().space("features/x").build(
+        "features/x", params={"dim": 8, "modalities": ["audio", "text"]})
+    assert (space.dim, space.modalities) == (8, ("audio", "text"))
+    with pytest.raises(McrxError, match=r"embeddings: \{features/x: audio.npy\}"):
+        space.encoder("audio")
+
+
+def test_two_functions_for_one_hook_in_one_module_are_refused(fresh_plugins, tmp_path,
+                                                              monkeypatch):
+    (tmp_path / "twice_defined.py").write_text(textwrap.dedent('''
+        from mcrx import hookimpl
+
+        @hookimpl
+        def register_modalities(register):
+            register("odour")
+
+        @hookimpl
+        def register_modalities(register):  # replaces the first: 'odour' would vanish
+            register("flavour")
+    '''))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import twice_defined
+
+    plugins.register_plugin(twice_defined, name="twice")
+    try:
+        info = plugins.get_registry().plugins["twice"]
+        assert info.error and "register_modalities is defined 2 times" in info.error
+        assert "lines 5, 9" in info.error and "twice_defined.py" in info.error
+        assert not plugins.get_registry().has("modality", "flavour")
+    finally:
+        plugins.unregister_plugin("twice")
+
+
+def test_a_plugin_class_with_one_function_per_hook_is_accepted(fresh_plugins):
+    class Once:
+        @hookimpl
+        def register_modalities(self, register):
+            register("odour")
+
+    plugins.register_plugin(Once(), name="once")
+    try:
+        assert plugins.duplicate_hooks(Once()) == []
+        assert plugins.get_registry().plugins["once"].error is None
+    finally:
+        plugins.unregister_plugin("once")
