@@ -6,6 +6,7 @@ import json
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from mcrx.cli.app import RecipeArg, SetOption, app, load_recipe_for_cli, user_errors
 from mcrx.ui.console import console
@@ -46,8 +47,9 @@ def extend(
         print(json.dumps(metrics, indent=2))
     else:
         console.print(metrics_table(metrics))
-        console.print(f"unified model: [bold]{loaded.output_dir / 'model'}[/]   "
-                      f"report: {loaded.output_dir / 'report.md'}")
+        # paths are user text: escaped, so "[x]" in a folder name is shown, not parsed
+        console.print(f"unified model: [bold]{escape(str(loaded.output_dir / 'model'))}[/]   "
+                      f"report: {escape(str(loaded.output_dir / 'report.md'))}")
 
 
 @app.command()
@@ -79,11 +81,21 @@ def encode(
 def validate(
     recipe: RecipeArg,
     set_: SetOption = None,
-    check_files: Annotated[bool, typer.Option(help="check that named files exist")] = True,
+    check_files: Annotated[bool, typer.Option(
+        help="check the files and folders the recipe names (existence, evaluation rows and "
+        "labels, a writable output folder and cache); --no-check-files checks the recipe "
+        "alone")] = True,
 ) -> None:
-    """Check a recipe against the schema and the installed plugins.
+    """Check a recipe against the schema and the installed plugins, before any work.
+
+    - values `extend` can run: finite, bounded seeds, epochs, sizes
+    - plugin names and params; each leaf's bridge in it and its parent
+    - named files exist; evaluation sets agree: the same rows in every
+      modality under `ground_truth: pairs`, one valid label per item
+    - the output folder and $MCRX_CACHE_DIR can be written
 
     Exits 0 when valid; otherwise prints every problem with its location and exits 1."""
     loaded, _ = load_recipe_for_cli(recipe, set_, check_files=check_files)
-    console.print(f"[green]ok[/]: {recipe} ({loaded.method}, base {loaded.base.space}, "
-                  f"leaves {', '.join(leaf.space for leaf in loaded.leaves)})")
+    leaves = ", ".join(leaf.space for leaf in loaded.leaves)
+    console.print(f"[green]ok[/]: {escape(str(recipe))} ({loaded.method}, base "
+                  f"{loaded.base.space}, leaves {leaves})", highlight=False)
