@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from mcrx.cli.app import app, user_errors
 from mcrx.errors import McrxError
@@ -67,4 +68,4 @@ def import_official(
     model = run_import(out, clap_clip=clap_clip, ulip_clip=ulip_clip, ex_clap=ex_clap,
                        ex_ulip=ex_ulip, spaces=spaces, force=force)
     leaves = ", ".join(f"{leaf['space']} → {leaf['parent']}" for leaf in model.leaves)
-    console.print(f"[green]wrote[/] {out} ({model.method}: {leaves})")
+    console.print(f"[green]wrote[/] {escape(f'{out} ({model.method}: {leaves})')}", highlight=False)
