@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from rich.markup import escape
 
 from mcrx.cli.app import SetOption, app, user_errors
 from mcrx.errors import McrxError, RecipeError
@@ -138,4 +139,5 @@ def evaluate(
     table = zeroshot_table(models)
     if table is not None:
         console.print(table)
-    console.print(f"report: [bold]{out / 'report.md'}[/]   metrics: {out / 'metrics.json'}")
+    console.print(f"report: [bold]{escape(str(out / 'report.md'))}[/]   "
+                  f"metrics: {escape(str(out / 'metrics.json'))}", highlight=False)
