@@ -353,11 +353,12 @@ def _duration(seconds: float | None) -> str:
 
 def print_plan(plan: Plan) -> None:
     """The plan as tables on the stderr console."""
+    from rich.markup import escape
     from rich.table import Table
 
     from mcrx.ui.console import console
 
-    console.rule(f"[bold]plan · {plan.recipe}")
+    console.rule(f"[bold]plan · {escape(str(plan.recipe))}")
     memories = Table("memory", "space", "rows", "dim", "RAM / disk", box=None)
     for m in plan.memories:
         memories.add_row(m["modality"], m["space"],
@@ -378,6 +379,6 @@ def print_plan(plan: Plan) -> None:
     console.print(table)
     for stage in plan.stages:
         for note in stage.notes:
-            console.print(f"  [dim]{stage.name}: {note}[/]")
+            console.print(f"  [dim]{stage.name}: {escape(note)}[/]", highlight=False)
     for warning in plan.warnings:
-        console.print(f"  [yellow]warning[/]: {warning}")
+        console.print(f"  [yellow]warning[/]: {escape(warning)}", highlight=False)
