@@ -172,18 +172,20 @@ def check_manifest(path: Path, manifest: Any) -> dict[str, Any]:
         if leaf.parent != model.base and leaf.parent not in leaves:
             raise bad(f"leaf {leaf.space!r}: parent {leaf.parent!r} is neither the base nor "
                       "a leaf")
+    for leaf in model.leaves:  # every chain reaches the base: ``project`` walks it
+        seen, hop = [leaf.space], leaf
+        while hop.parent != model.base:  # terminates: each hop adds a new space or fails
+            if hop.parent in seen:
+                raise bad(f"the chain of leaf {leaf.space!r} is a cycle "
+                          f"({' → '.join([*seen, hop.parent])}); it must reach the base")
+            seen.append(hop.parent)
+            hop = leaves[hop.parent]
+    for leaf in model.leaves:
         for name, space in (("modality", leaf.space), ("bridge", leaf.space),
                             ("bridge", leaf.parent), ("parent_modality", leaf.parent)):
             if getattr(leaf, name) not in model.spaces[space].modalities:
                 raise bad(f"leaf {leaf.space!r}: {name} {getattr(leaf, name)!r} is not a "
                           f"modality of {space}")
-        seen, hop = {leaf.space}, leaf
-        while hop.parent != model.base:  # terminates: each hop adds a new space or fails
-            if hop.parent in seen:
-                raise bad(f"the chain of leaf {leaf.space!r} is a cycle "
-                          f"({' → '.join([*seen, hop.parent])}); it must reach the base")
-            seen.add(hop.parent)
-            hop = leaves[hop.parent]
     for modality, space in model.embedders.items():
         if space not in model.spaces:
             raise bad(f"embedders.{modality}: unknown space {space!r}")
