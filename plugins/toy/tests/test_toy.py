@@ -77,12 +77,16 @@ def test_registry_lists_the_toy_components(monkeypatch) -> None:
             "toy/clip": (("image", "text"), 64),
             "toy/clap": (("audio", "text"), 48),
             "toy/ulip": (("pointcloud", "image"), 56),
+            "toy/haptic": (("tactile", "audio"), 40),
         }
         for name, (modalities, dim) in expected.items():
             spec = registry.space(name)
             assert (spec.modalities, spec.dim, spec.params) == (modalities, dim, ToySpaceParams)
         world = registry.dataset("toy/world")
-        assert world.modalities == ("image", "text", "audio", "pointcloud")
+        assert world.modalities == ("image", "text", "audio", "pointcloud", "tactile")
+        # the modality the toy plugin adds is registered by it, beside the core's four
+        assert registry.modality("tactile").plugin == "toy"
+        assert registry.plugins["toy"].registered["modality"] == ["tactile"]
         assert world.params is WorldDatasetParams
 
         params = world.validate_params({"split": "eval", "count": 10, "world": {"seed": 3}})
@@ -322,3 +326,30 @@ def test_a_crash_while_writing_leaves_no_file(cache, monkeypatch) -> None:
     with pytest.raises(OSError, match="disk full"):
         build_space("toy/clip", SPACE_DEFINITIONS["clip"], ToySpaceParams(**TINY_TRAINING))
     assert not list(cache.glob("*.safetensors")) and not list(cache.glob("*.tmp"))
+
+
+# -- the modality the plugin adds ---------------------------------------------------------------
+
+
+def test_adding_tactile_kept_the_other_spaces_cache_keys() -> None:
+    """The world's fifth modality must not retrain the other spaces nor re-encode their
+    memories: their keys hash the four core raw dims, as they did before tactile existed."""
+    from mcrx_toy.config import CORE_RAW_DIMS
+
+    params = ToySpaceParams()
+    for name in ("clip", "clap", "ulip"):
+        definition = SPACE_DEFINITIONS[name]
+        before = mcrx.fingerprint_of("mcrx-toy-space", 1, name, list(definition.modalities),
+                                     definition.dim, CORE_RAW_DIMS, params.model_dump(mode="json"))
+        assert toy_spaces.cache_key(definition, params) == before, name
+    assert "tactile" not in CORE_RAW_DIMS and RAW_DIMS["tactile"] == 24
+
+
+def test_tactile_items_carry_the_shared_concept_and_nothing_else_changed() -> None:
+    """Rendering tactile draws from its own streams: the other modalities' items are those
+    of the four-modality world, and eval rows stay aligned across all five."""
+    evaluation = WorldDataset(WorldDatasetParams(split="eval", count=200))
+    np.testing.assert_array_equal(evaluation.labels("tactile"), evaluation.labels("audio"))
+    assert evaluation.items("tactile").shape == (200, 24)
+    memory = WorldDataset(WorldDatasetParams(split="memory", count=200))
+    assert not np.array_equal(memory.labels("tactile"), memory.labels("audio"))
