@@ -37,6 +37,13 @@ def _chance_ap(gallery: int, relevant: np.ndarray) -> float:
     return float(np.mean(np.where(relevant == 1, harmonic / gallery, relevant / gallery)))
 
 
+def _as_rows(x, device: torch.device | None = None) -> torch.Tensor:
+    """A tensor where ``x`` is (numpy and lists: the CPU), or on ``device`` when given."""
+    if not isinstance(x, torch.Tensor):
+        x = torch.as_tensor(np.asarray(x), device="cpu")
+    return x if device is None else x.to(device)
+
+
 @torch.no_grad()
 def retrieval_metrics(
     queries: torch.Tensor,
@@ -47,9 +54,11 @@ def retrieval_metrics(
     ks: tuple[int, ...] = KS,
     block: int = 1024,
 ) -> dict[str, float]:
-    """Metrics of ranking ``gallery`` by cosine similarity to each query."""
-    queries = F.normalize(torch.as_tensor(queries).float(), dim=-1)
-    gallery = F.normalize(torch.as_tensor(gallery).float(), dim=-1)
+    """Metrics of ranking ``gallery`` by cosine similarity to each query. Runs where the
+    queries are (the gallery and the labels follow them); the figures are Python floats."""
+    queries = F.normalize(_as_rows(queries).float(), dim=-1)
+    device = queries.device
+    gallery = F.normalize(_as_rows(gallery, device).float(), dim=-1)
     n_query, n_gallery = len(queries), len(gallery)
     if ground_truth == "pairs":
         if n_query != n_gallery:
@@ -57,8 +66,8 @@ def retrieval_metrics(
     elif query_labels is None or gallery_labels is None:
         raise ValueError("label ground truth needs labels for queries and gallery")
     else:
-        query_labels = torch.as_tensor(np.asarray(query_labels))
-        gallery_labels = torch.as_tensor(np.asarray(gallery_labels))
+        query_labels = torch.as_tensor(np.asarray(query_labels), device=device)
+        gallery_labels = torch.as_tensor(np.asarray(gallery_labels), device=device)
 
     hits = {k: [] for k in ks}
     average_precisions, relevant_counts = [], []
@@ -67,7 +76,7 @@ def retrieval_metrics(
         order = torch.argsort(sims, dim=1, descending=True, stable=True)
         if ground_truth == "pairs":
             relevant = torch.zeros_like(sims, dtype=torch.bool)
-            rows = torch.arange(sims.shape[0])
+            rows = torch.arange(sims.shape[0], device=device)
             relevant[rows, rows + start] = True
         else:
             relevant = query_labels[start : start + block, None] == gallery_labels[None, :]
@@ -78,12 +87,12 @@ def retrieval_metrics(
         for k in ks:
             hits[k].append(ranked[:, :k].any(1))
         cumulative = ranked.cumsum(1).float()
-        ranks = torch.arange(1, n_gallery + 1, dtype=torch.float32)
+        ranks = torch.arange(1, n_gallery + 1, dtype=torch.float32, device=device)
         precision_at_hits = (cumulative / ranks) * ranked
         average_precisions.append(precision_at_hits.sum(1) / count)
         relevant_counts.append(count)
 
-    counts = torch.cat(relevant_counts).numpy()
+    counts = torch.cat(relevant_counts).cpu().numpy()
     metrics = {f"R@{k}": float(torch.cat(hits[k]).float().mean()) for k in ks}
     metrics["mAP"] = float(torch.cat(average_precisions).mean())
     for k in ks:

@@ -304,6 +304,12 @@ class Recipe(StrictModel):
         "'cpu' keeps them on the CPU on a GPU machine too (choose GPUs with "
         "CUDA_VISIBLE_DEVICES; encoders follow their own 'device' params)"
     )
+    device: Literal["auto", "cpu"] = Field(
+        "auto", description="where pseudo pairs, training and evaluation run: 'auto' is this "
+        "process's GPU (its local rank's under torchrun / accelerate launch), else the CPU; "
+        "'cpu' keeps them on the CPU on a GPU machine too (choose GPUs with "
+        "CUDA_VISIBLE_DEVICES; encoders follow their own 'device' params)"
+    )
 
     @field_validator("evaluation")
     @classmethod

@@ -44,7 +44,7 @@ class Run:
         if self.state is None:
             from mcrx.train.distributed import process_state
 
-            self.state = process_state()
+            self.state = process_state(cpu=self.recipe.device == "cpu" or None)
         if not self.state.is_main_process:  # one process speaks for all
             console.quiet = True
             self.show_progress = False

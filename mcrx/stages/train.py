@@ -50,6 +50,7 @@ def train_connectors(run: Run, pairs, stop_after_steps: int | None = None):
                 fingerprint=fingerprint, seed=seed,
                 description=f"train {link.space} → {link.parent}",
                 show_progress=run.show_progress, stop_after_steps=stop_after_steps,
+                device=run.device,
             )
             if stop_after_steps is not None and result.steps > stop_after_steps:
                 raise McrxError(f"stopped after {stop_after_steps} steps as asked")

@@ -182,23 +182,27 @@ def align(
     description: str = "align",
     show_progress: bool = True,
     stop_after_steps: int | None = None,
+    device: torch.device | None = None,
 ) -> AlignResult:
     """Train ``connector`` in place on ``pairs`` (roles → (N, d) tensors).
 
     ``fingerprint`` names the inputs (pairs, connector, hyper-parameters): checkpoints of
-    other inputs are never resumed. ``stop_after_steps`` ends early (tests of resumption)."""
+    other inputs are never resumed. ``stop_after_steps`` ends early (tests of resumption).
+    ``device``: the run's device (``Run.device``); default this process's GPU, else the
+    CPU."""
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration
 
     from mcrx.tuning import retain_freed_memory
 
     retain_freed_memory()
-    process_state()  # the process group, with mcrx's timeout, before Accelerate makes one
+    # the process group, with mcrx's timeout, before Accelerate makes one
+    process_state(cpu=device.type == "cpu" if device is not None else None)
 
     # split_batches: every process takes its share of each batch, so the effective batch
     # (and the schedule) is the recipe's, whatever the number of processes.
     accelerator = Accelerator(
-        cpu=not torch.cuda.is_available(),
+        cpu=device.type == "cpu" if device is not None else not torch.cuda.is_available(),
         dataloader_config=DataLoaderConfiguration(split_batches=True, non_blocking=True),
     )
     device, precision = accelerator.device, training.precision

@@ -42,14 +42,16 @@ def process_group_timeout() -> timedelta:
     return timedelta(minutes=minutes)
 
 
-def process_state():
+def process_state(cpu: bool | None = None):
     """Accelerate's view of this process among those launched (``torchrun``, ``accelerate
     launch``, or a plain single process). Without a GPU, several processes talk over gloo:
     Accelerate needs ``cpu=True`` to choose that backend under a bare ``torchrun``. The
-    process group is created here, first, with :func:`process_group_timeout`."""
+    process group is created here, first, with :func:`process_group_timeout`. ``cpu=True``
+    keeps this process on the CPU on a GPU machine too (recipe ``device: cpu``)."""
     from accelerate import PartialState
 
-    return PartialState(cpu=not torch.cuda.is_available(), timeout=process_group_timeout())
+    cpu = (not torch.cuda.is_available()) if cpu is None else cpu
+    return PartialState(cpu=cpu, timeout=process_group_timeout())
 
 
 def world_size() -> int:
