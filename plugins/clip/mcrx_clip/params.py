@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from mcrx.device import check_device_name
 
@@ -47,13 +47,21 @@ class ClipParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    # before `pretrained`, whose validator reads it: random weights are asked for, never a
+    # silent default (a recipe that forgot its weights would train on noise)
+    random_weights: bool = Field(
+        False,
+        description="build with RANDOM (seeded) weights and no `pretrained`: for tests and "
+        "benchmarks only, never for real embeddings",
+    )
     pretrained: str | None = Field(
         None,
+        validate_default=True,
         description="weights: a local file (.pt/.bin/.safetensors, OpenAI's TorchScript "
         "releases included) or a folder holding one (an open_clip_config.json beside it is "
         "honoured for QuickGELU and preprocessing); or an open_clip pretrained tag such as "
         "'openai' (only where open_clip's cache already has it: mcrx runs offline). "
-        "Omitted: RANDOM weights (seeded), for tests and benchmarks only",
+        "Required unless `random_weights: true`",
     )
     config_file: Path | None = Field(
         None,
@@ -75,9 +83,15 @@ class ClipParams(BaseModel):
 
     @field_validator("pretrained")
     @classmethod
-    def _weights_exist(cls, value: str | None) -> str | None:
+    def _weights_exist(cls, value: str | None, info: ValidationInfo) -> str | None:
+        random = info.data.get("random_weights", False)
         if value is None:
+            if not random:
+                raise ValueError(f"weights are required: {_WHERE_TO_GET}; tests and "
+                                 "benchmarks may set `random_weights: true` instead")
             return None
+        if random:
+            raise ValueError("give either `pretrained` or `random_weights: true`, not both")
         value = value.strip()
         if value.startswith("local-dir:"):  # open_clip's own folder schema
             value = value.removeprefix("local-dir:")

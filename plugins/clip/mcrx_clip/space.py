@@ -241,7 +241,7 @@ def build_space(full_name: str, params: ClipParams) -> ClipSpace:
     else:
         quick_gelu, why = weights.quick_gelu, weights.why
     if weights.kind == "random":
-        log.warning("%s: no `pretrained` weights given: the model has RANDOM weights (fine for "
+        log.warning("%s: random_weights: the model has RANDOM weights (fine for "
                     "tests and benchmarks, meaningless embeddings)", full_name)
     log.info("%s: weights %s, quick_gelu=%s (%s)", full_name,
              weights.pretrained or "random", quick_gelu, why)

@@ -50,7 +50,7 @@ def build(config_file: Path, **params):
 
 @pytest.fixture(scope="module")
 def space(config_file):
-    return build(config_file, batch_size=4)
+    return build(config_file, random_weights=True, batch_size=4)
 
 
 def _pattern(size: int, seed: int) -> np.ndarray:
@@ -113,6 +113,20 @@ def test_missing_weights_file_fails_validation(tmp_path):
         ClipParams.model_validate({"model_config": str(tmp_path / "tiny.json")})
     with pytest.raises(ValidationError, match="Extra inputs"):
         ClipParams.model_validate({"pretrainde": "openai"})
+
+
+def test_random_weights_are_asked_for_explicitly():
+    """Without `pretrained` a space would have random weights: a recipe that forgot its
+    weights must fail validation at the field, not train on noise (issue 7)."""
+    from mcrx_clip.params import ClipParams
+
+    with pytest.raises(ValidationError) as info:
+        ClipParams.model_validate({})
+    (error,) = info.value.errors()
+    assert error["loc"] == ("pretrained",) and "random_weights: true" in error["msg"]
+    with pytest.raises(ValidationError, match="not both"):
+        ClipParams.model_validate({"pretrained": "openai", "random_weights": True})
+    assert ClipParams(random_weights=True).pretrained is None
 
 
 def test_validate_command_locates_the_missing_file(tmp_path):
@@ -376,10 +390,12 @@ def test_tags_and_offline_cache(config_file, monkeypatch, tmp_path):
 def test_configuration_errors(config_file, tmp_path):
     registry = get_registry()
     with pytest.raises(McrxError, match="no architecture 'not-a-model'"):
-        registry.space("clip/not-a-model").build("clip/not-a-model", params={})
+        registry.space("clip/not-a-model").build("clip/not-a-model",
+                                                 params={"random_weights": True})
     with pytest.raises(McrxError, match="rename it to other.json"):
         registry.space("clip/other").build("clip/other",
-                                           params={"model_config": str(config_file)})
+                                           params={"model_config": str(config_file),
+                                                   "random_weights": True})
     wrong = tmp_path / "wrong.pt"
     torch.save({"visual.proj": torch.zeros(3, 3)}, wrong)
     with pytest.raises(McrxError, match="cannot load .*wrong.pt"):
@@ -387,7 +403,7 @@ def test_configuration_errors(config_file, tmp_path):
 
 
 def test_fingerprints(space, config_file):
-    again = build(config_file, batch_size=4)
+    again = build(config_file, random_weights=True, batch_size=4)
     image, text = space.encoder("image"), space.encoder("text")
     assert again.fingerprint() == space.fingerprint()
     assert again.encoder("image").fingerprint() == image.fingerprint()
