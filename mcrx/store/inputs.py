@@ -27,7 +27,7 @@ def load_npy(path: Path, what: str = "array", mmap: bool = False) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
     except ValueError as exc:
-        if "allow_pickle" in str(exc) or "pickled" in str(exc):
+        if any(word in str(exc) for word in ("allow_pickle", "pickled", "Python objects")):
             raise McrxError(f"{path}: holds pickled Python objects (an object array); mcrx "
                             f"never unpickles files. Save a numeric {what} instead "
                             "(np.save(path, np.asarray(x, dtype=np.float32)))") from None
@@ -118,6 +118,8 @@ def read_embeddings(path: Path, dim: int | None = None) -> np.ndarray:
 def read_labels(path: Path) -> np.ndarray:
     """Integer class labels from ``.npy`` or ``.txt`` (one label per line, any strings)."""
     path = Path(path)
+    if path.is_dir():
+        raise McrxError(f"{path}: expected a labels file (.npy or .txt), found a folder")
     if not path.is_file():
         raise McrxError(f"labels file not found: {path}")
     if path.suffix == ".npy":
