@@ -156,7 +156,7 @@ def test_list_plugins_shows_broken_plugins_as_a_real_process(third_party_site):
                           capture_output=True, text=True, check=True)
     listed = {entry["name"]: entry for entry in json.loads(done.stdout)}
     assert listed["broken"]["error"] and listed["toy"]["error"] is None
-    assert listed["toy"]["spaces"] == ["toy/clap", "toy/clip", "toy/ulip"]
+    assert listed["toy"]["spaces"] == ["toy/clap", "toy/clip", "toy/haptic", "toy/ulip"]
     assert listed["toy"]["version"]
 
 
@@ -167,7 +167,7 @@ def test_disable_knobs(monkeypatch, fresh_plugins):
     monkeypatch.delenv("MCRX_DISABLE_PLUGINS")
     monkeypatch.setenv("MCRX_DISABLE_PLUGIN_AUTOLOAD", "1")
     registry = plugins.get_registry()
-    assert set(registry.plugins) == {"mcrx"}
+    assert set(registry.plugins) == {"mcrx", "features"}  # the core's own two
 
 
 def test_core_and_plugin_hook_modules_import_without_torch():
