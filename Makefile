@@ -17,7 +17,7 @@ STAMP := $(VENV)/.mcrx-installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo demo-cmcr search-demo browser test lint benchmarks clean
+.PHONY: install demo demo-cmcr demo-chain search-demo browser test lint benchmarks clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ demo: $(STAMP)
 
 demo-cmcr: $(STAMP)
 	$(VENV)/bin/mcrx extend recipes/demo_cmcr.yaml
+
+# tactile, a modality the toy plugin adds, two hops from the base (tactile → CLAP → CLIP)
+demo-chain: $(STAMP)
+	$(VENV)/bin/mcrx extend recipes/demo_chain.yaml
 
 # Search the toy world in a browser: the demo model, 100 held-out items per modality as
 # .npy files (their class in the folder name), one collection, served on 127.0.0.1:8000.
