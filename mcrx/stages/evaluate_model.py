@@ -57,14 +57,19 @@ class ScoredSets:
 # Embedding a model's sets
 # ---------------------------------------------------------------------------------------
 class ModelSource:
-    """What :func:`mcrx.stages.encode.embed_source` needs from a run, for a lone model: its
-    spaces (built from the manifest's params), the registry and the cache settings."""
+    """What :func:`mcrx.stages.encode.embed_source` needs from a run (:class:`Run`), for a
+    lone model: its spaces (built from the manifest's params), the registry, this process,
+    and the cache settings of a recipe's defaults."""
 
     def __init__(self, model: UnifiedModel, registry, show_progress: bool = True,
-                 workers: int = 0) -> None:
+                 workers: int = 0, drop_bad_rows: bool = False) -> None:
+        from mcrx.train.distributed import process_state
+
         self.model, self.registry = model, registry
         self.show_progress, self.workers = show_progress, workers
+        self.drop_bad_rows = drop_bad_rows
         self.recipe = SimpleNamespace(memory_dtype="float32")  # the cache's default rows
+        self.state = process_state(cpu=model.device.type == "cpu" or None)
         self.encoded = 0
 
     def space(self, name: str):
@@ -101,7 +106,7 @@ def prompt_embeddings(run, model: UnifiedModel, evaluation: EvaluationSet,
         if names is not None and len(names) != classes:
             raise McrxError(f"{where}.classes: {len(names)} names but the prompts' labels "
                             f"go up to {classes - 1}")
-        return rows, names or [f"class {c}" for c in range(classes)]
+        return rows, names or [str(c) for c in range(classes)]
     texts, labels = prompts(names, resolve_templates(evaluation.templates))
     encoder = run.space(space).encoder(PROMPT_MODALITY)
     size = encoder.batch_size or 64
@@ -184,6 +189,29 @@ def pca_2d(rows: dict[str, torch.Tensor], per_modality: int = PCA_ROWS,
     return out
 
 
+def source_space_gaps(run, model: UnifiedModel, evaluation: EvaluationSet,
+                      data: dict[str, Embeddings], where: str) -> dict[str, dict]:
+    """The gap of every modality pair inside each source space that embeds both (CLAP's
+    audio–text, before any connector), the space nearest the base first. A modality the
+    unified model embeds with another space is encoded (and cached) in this one too."""
+    from mcrx.stages.encode import embed_source
+
+    before: dict[str, dict] = {}
+    labels = {m: e.labels for m, e in data.items()}
+    for space, info in model.manifest["spaces"].items():  # the base first
+        covered = [m for m in data if m in info["modalities"] and (
+            model.space_of(m) == space or space in evaluation.data[m].embeddings
+            or evaluation.data[m].dataset or evaluation.data[m].inputs)]  # embeddable here
+        if len(covered) < 2:
+            continue
+        rows = {m: data[m].rows if model.space_of(m) == space else
+                embed_source(run, evaluation.data[m], m, space, f"{where}.{m}").rows
+                for m in covered}
+        for pair, values in modality_gap(rows, labels, evaluation.ground_truth).items():
+            before.setdefault(pair, {**values, "space": space})
+    return before
+
+
 def score_sets(run, model: UnifiedModel, sets: list[EvaluationSet],
                native: dict[str, dict[str, Embeddings]], with_pictures: bool = True
                ) -> ScoredSets:
@@ -208,16 +236,16 @@ def score_sets(run, model: UnifiedModel, sets: list[EvaluationSet],
                     rows, labels[modality], prototypes, names)
             continue
         if evaluation.ground_truth == "items":
+            # item ids come from 'labels:' files only (a dataset's own labels are classes)
+            labels = {m: labels[m] if evaluation.data[m].labels is not None else None
+                      for m in labels}
             scored.retrieval[evaluation.name] = cross_modal_items(unified, labels)
         else:
             scored.retrieval[evaluation.name] = cross_modal_retrieval(
                 unified, evaluation.ground_truth, labels)
         if with_pictures:
             after = modality_gap(unified, labels, evaluation.ground_truth)
-            before = {}
-            for space in {model.space_of(m) for m in data}:
-                mine = {m: e.rows for m, e in data.items() if model.space_of(m) == space}
-                before.update(modality_gap(mine, labels, evaluation.ground_truth))
+            before = source_space_gaps(run, model, evaluation, data, f"evaluation.{j}")
             scored.gap[evaluation.name] = {
                 pair: {"after": values, "before": before.get(pair)}
                 for pair, values in after.items()

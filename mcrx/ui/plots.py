@@ -55,7 +55,7 @@ def recall_chart(series: Sequence[tuple[str, dict[str, dict]]], path: Path,
     plt = _pyplot()
     pairs = list(dict.fromkeys(p for _, retrieval in series for p in retrieval))
     height = 0.8 / max(1, len(series))
-    figure, axis = plt.subplots(figsize=(7.5, 0.9 + 0.45 * len(pairs) * max(1, len(series))))
+    figure, axis = plt.subplots(figsize=(7.5, 1.2 + 0.28 * len(pairs) * max(1, len(series))))
     y = np.arange(len(pairs))[::-1]  # first pair on top
     for i, (label, retrieval) in enumerate(series):
         values = [100 * retrieval.get(p, {}).get(metric, np.nan) for p in pairs]
@@ -70,7 +70,9 @@ def recall_chart(series: Sequence[tuple[str, dict[str, dict]]], path: Path,
     axis.set_xlabel(f"{metric} (%)")
     axis.set_xlim(0, 108)
     axis.set_title(f"Retrieval in the unified space: {metric}")
-    axis.legend(loc="lower right", fontsize=8)
+    axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.6 / figure.get_figheight()),
+                ncol=min(4, len(series) + 1), fontsize=8, frameon=False)
+    axis.margins(y=0.01)
     axis.grid(axis="x", alpha=0.3)
     return _save(figure, path)
 
@@ -99,19 +101,22 @@ def gap_chart(gap: dict[str, dict[str, Any]], path: Path, title: str = "") -> Pa
         return None
     plt = _pyplot()
     pairs = list(gap)
-    figure, axis = plt.subplots(figsize=(7.5, 1.0 + 0.55 * len(pairs)))
+    figure, axis = plt.subplots(figsize=(7.5, 1.6 + 0.55 * len(pairs)))
     y = np.arange(len(pairs))[::-1]
     rows = [("after", "matched", 0.3, COLOURS[0]), ("after", "random", 0.1, "#9ecae1"),
             ("before", "matched", -0.1, COLOURS[1]), ("before", "random", -0.3, "#fdd0a2")]
     for when, kind, offset, colour in rows:
         values = [(gap[p].get(when) or {}).get(kind, np.nan) for p in pairs]
         label = f"{kind} pairs, {'unified space' if when == 'after' else 'source space'}"
-        axis.barh(y + offset, values, 0.19, color=colour, label=label)
+        bars = axis.barh(y + offset, values, 0.19, color=colour, label=label)
+        if kind == "matched":
+            axis.bar_label(bars, fmt="%.2f", padding=2, fontsize=7)
     axis.axvline(0, color="black", linewidth=0.8)
     axis.set_yticks(y, [p.replace("~", " – ") for p in pairs], fontsize=8)
     axis.set_xlabel("mean cosine similarity")
-    axis.set_title(title or "Modality gap: matched vs random pairs (no bar: not in one space)")
-    axis.legend(fontsize=7, loc="lower right")
+    axis.set_title(title or "Modality gap: matched vs random pairs")
+    axis.legend(fontsize=7, loc="upper center", ncol=2, frameon=False,
+                bbox_to_anchor=(0.5, -0.9 / figure.get_figheight()))
     axis.grid(axis="x", alpha=0.3)
     return _save(figure, path)
 
@@ -176,7 +181,8 @@ def write_figures(models: Sequence[tuple[str, dict[str, Any]]], folder: Path,
                                                     folder / f"{prefix}losses.png")
         written[f"Modality gap{tag}"] = gap_chart(
             metrics.get("gap", {}), folder / f"{prefix}gap.png",
-            title=f"Modality gap{tag}: matched vs random pairs")
+            title=f"Modality gap{tag}: matched vs random pairs (no orange: in no one source "
+            "space)")
         if pca and pca.get(label):
             written[f"PCA of the unified space{tag}"] = pca_chart(
                 pca[label], folder / f"{prefix}pca.png",

@@ -1,0 +1,165 @@
+"""`mcrx evaluate`: a trained toy model and an imported official one side by side (a real
+process), a whole recipe as the evaluation file, zero-shot and multi-caption sets."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+import mcrx
+from mcrx.cli import app
+from mcrx.infer.official import import_official
+from mcrx.metrics.retrieval import retrieval_metrics
+from mcrx.plugin.manager import get_registry
+from mcrx.recipe import load_recipe
+from mcrx.stages.extend import extend
+
+ZEROSHOT = {"name": "zeroshot", "task": "zeroshot", "dataset": "toy/world",
+            "params": {"split": "eval", "count": 300}, "modalities": ["audio", "pointcloud"],
+            "prompts": {"dataset": "toy/world", "params": {"split": "memory", "count": 800}}}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, cache_dir, make_small_recipe):
+    os.environ["MCRX_CACHE_DIR"] = str(cache_dir)  # module scope: before the autouse fixture
+    out = tmp_path_factory.mktemp("evaluate")
+    raw = make_small_recipe("demo.yaml", out / "run")
+    raw["evaluation"].append(ZEROSHOT)
+    path = out / "recipe.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    metrics = extend(load_recipe(path, registry=get_registry()), get_registry(),
+                     show_progress=False)
+    return path, out / "run", metrics
+
+
+def exmcr_release(path: Path, seed: int) -> Path:
+    """A head file in the Ex-MCR release layout (Head1, Head2.mlp{1,2}.net{1,2}), random."""
+    g = torch.Generator().manual_seed(seed)
+    state = {"Head1.weight": torch.eye(512), "Head1.bias": torch.zeros(512)}
+    for mlp in ("mlp1", "mlp2"):
+        for net, (fan_in, fan_out) in (("net1", (512, 1024)), ("net2", (1024, 512))):
+            key = f"Head2.{mlp}.{net}"
+            state[f"{key}.0.weight"] = torch.randn(fan_out, fan_in, generator=g) * fan_in ** -0.5
+            state[f"{key}.0.bias"] = torch.zeros(fan_out)
+            state.update({f"{key}.1.weight": torch.ones(fan_out),
+                          f"{key}.1.bias": torch.zeros(fan_out),
+                          f"{key}.1.running_mean": torch.zeros(fan_out),
+                          f"{key}.1.running_var": torch.ones(fan_out),
+                          f"{key}.1.num_batches_tracked": torch.tensor(0)})
+    torch.save(state, path)
+    return path
+
+
+def test_extend_reports_zeroshot_and_pictures(trained):
+    _, run, metrics = trained
+    assert set(metrics["zeroshot"]) == {"zeroshot/audio", "zeroshot/pointcloud"}
+    for values in metrics["zeroshot"].values():
+        assert values["top1"] > 5 * values["chance_top1"]  # aligned far above chance
+        assert values["top5"] >= values["top3"] >= values["top1"]
+    assert metrics["training"]["toy/clap"]["losses"][-1][0] == metrics["training"]["toy/clap"][
+        "steps"]
+    assert metrics["gap"]["audio~text"]["before"]["space"] == "toy/clap"
+    report = (run / "report.md").read_text()
+    for file in metrics["figures"].values():
+        assert (run / file).is_file() and f"]({file})" in report
+
+
+def test_a_whole_recipe_is_an_evaluation_file(trained, tmp_path):
+    recipe, run, metrics = trained
+    result = CliRunner().invoke(app, ["evaluate", str(run / "model"), str(recipe),
+                                      "--out", str(tmp_path / "ev"), "--json", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    again = document["models"]["run"]
+    # the same model on the same sets: extend's own figures, from the embedding cache
+    assert again["encoded_items"] == 0
+    for pair, values in metrics["retrieval"].items():
+        assert again["retrieval"][pair]["R@1"] == pytest.approx(values["R@1"])
+    assert again["zeroshot"]["zeroshot/audio"]["top1"] == pytest.approx(
+        metrics["zeroshot"]["zeroshot/audio"]["top1"])
+    assert (tmp_path / "ev" / "report.md").is_file()
+
+
+def test_multi_caption_set_with_item_ids(trained, tmp_path):
+    _, run, _ = trained
+    model = mcrx.load(run / "model")
+    dataset = get_registry().dataset("toy/world").build(params={"split": "eval", "count": 200})
+    text = model.space("toy/clip").encoder("text").encode(dataset.items("text")).numpy()
+    np.save(tmp_path / "captions.npy", np.concatenate([text, text[::-1]]))  # 2 per item
+    np.save(tmp_path / "caption_ids.npy", np.concatenate([np.arange(200), np.arange(200)[::-1]]))
+    evaluation = {"evaluation": [{
+        "name": "captions", "ground_truth": "items",
+        "data": {"audio": {"dataset": "toy/world", "params": {"split": "eval", "count": 200}},
+                 "text": {"embeddings": {"toy/clip": str(tmp_path / "captions.npy")},
+                          "labels": str(tmp_path / "caption_ids.npy")}}}]}
+    path = tmp_path / "captions.yaml"
+    path.write_text(yaml.safe_dump(evaluation))
+    result = CliRunner().invoke(app, ["evaluate", str(run / "model"), str(path),
+                                      "--out", str(tmp_path / "ev"), "--json"])
+    assert result.exit_code == 0, result.output
+    retrieval = json.loads(result.stdout)["models"]["run"]["retrieval"]
+    t2a, a2t = retrieval["text->audio"], retrieval["audio->text"]
+    assert t2a["n"] == 400 and a2t["n"] == 200 and t2a["unmatched"] == 0
+    assert 0 < t2a["mAP@10"] <= 1 and t2a["R@1"] > 10 * t2a["chance_R@1"]
+    # best rank among an item's captions: recall as "any relevant in the top k" of labels mode
+    audio = model.project("toy/clap", "audio", model.space("toy/clap").encoder("audio").encode(
+        dataset.items("audio")))
+    captions = model.project("toy/clip", "text", np.load(tmp_path / "captions.npy"))
+    reference = retrieval_metrics(audio, captions, "labels", np.arange(200),
+                                  np.load(tmp_path / "caption_ids.npy"))
+    for k in ("R@1", "R@5", "R@10"):
+        assert a2t[k] == pytest.approx(reference[k])
+
+
+def test_trained_and_official_side_by_side_in_a_real_process(trained, tmp_path):
+    _, run, _ = trained
+    official = import_official(tmp_path / "official",
+                               ex_clap=exmcr_release(tmp_path / "ex_clap.pt", 1))
+    model = mcrx.load(run / "model")
+    dataset = get_registry().dataset("toy/world").build(params={"split": "eval", "count": 150})
+    g = torch.Generator().manual_seed(0)
+    data = {}
+    for modality, toy_space, real_space in (("image", "toy/clip", "clip/ViT-B-32"),
+                                            ("audio", "toy/clap", official.space_of("audio"))):
+        toy = model.space(toy_space).encoder(modality).encode(dataset.items(modality)).numpy()
+        np.save(tmp_path / f"{modality}-toy.npy", toy)
+        np.save(tmp_path / f"{modality}-real.npy", torch.randn(150, 512, generator=g).numpy())
+        data[modality] = {"embeddings": {toy_space: str(tmp_path / f"{modality}-toy.npy"),
+                                         real_space: str(tmp_path / f"{modality}-real.npy")}}
+    path = tmp_path / "eval.yaml"
+    path.write_text(yaml.safe_dump({"evaluation": [{"name": "shared", "data": data}]}))
+    mcrx_command = Path(sys.executable).with_name("mcrx")
+    result = subprocess.run(
+        [str(mcrx_command), "evaluate", str(run / "model"), str(tmp_path / "official"),
+         str(path), "--out", str(tmp_path / "side"), "--no-progress"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    assert "run R@1" in result.stderr and "official R@1" in result.stderr
+    document = json.loads((tmp_path / "side" / "metrics.json").read_text())
+    assert list(document["models"]) == ["run", "official"]
+    mine, theirs = (document["models"][k]["retrieval"]["audio->image"] for k in document["models"])
+    assert mine["R@1"] > 0.1 and theirs["R@1"] < 0.1  # random heads on random rows: chance
+    report = (tmp_path / "side" / "report.md").read_text()
+    assert "| query→gallery | run R@1 |" in report and "official R@1" in report
+
+
+def test_bad_evaluation_files_name_the_field(trained, tmp_path):
+    _, run, _ = trained
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"evaluation": [{"name": "z", "task": "zeroshot",
+                                                    "data": {"audio": {"dataset": "toy/world"}},
+                                                    "templates": "nope"}]}))
+    result = CliRunner().invoke(app, ["evaluate", str(run / "model"), str(path)])
+    assert result.exit_code == 1
+    assert "evaluation.0" in result.output and "'classes'" in result.output
+    result = CliRunner().invoke(app, ["evaluate", str(path)])
+    assert result.exit_code == 1 and "at least one model folder" in result.output
