@@ -1,0 +1,109 @@
+"""The search page in a real headless browser (Debian's chromium, driven by playwright)
+against a real `mcrx serve` process: type a query and see rows; upload a file and see rows.
+
+`make test` installs chromium first (apt-get); this test is skipped, saying why, only
+when the browser is not there after that."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+from search_helpers import MODALITIES
+
+from mcrx.search import Collection
+
+# MCRX_BROWSER: another Chromium-family binary to drive
+CHROMIUM = os.environ.get("MCRX_BROWSER") or shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+NO_BROWSER = (f"no browser at {CHROMIUM}: `make test` installs Debian's chromium with apt-get, "
+              "and it could not be installed here")
+# decided before any fixture: without a browser, no model or server is built for nothing
+pytestmark = pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason=NO_BROWSER)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS,
+                                              headless=True)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1100, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(server.url + "/")
+    expect(page.locator("#collection option")).to_have_count(1)
+    expect(page.locator("#summary")).to_contain_text(f"{len(MODALITIES) * 200} items")
+    yield page
+    context.close()
+    assert errors == [], errors  # no script error on the page
+
+
+def result_ids(page) -> list[int]:
+    return [int(i) for i in page.locator("#results li.result").evaluate_all(
+        "rows => rows.map(r => r.dataset.id)")]
+
+
+def test_type_a_query_and_see_result_rows(page, demo_collection):
+    with Collection(demo_collection) as collection:
+        item = next(collection.items("audio"))
+        expected = [h.id for h in collection.search(f"#{item.id}", n=20)]
+    page.fill("#q", f"#{item.id}")
+    page.press("#q", "Enter")
+    rows = page.locator("#results li.result")
+    expect(rows).to_have_count(20)
+    assert result_ids(page) == expected
+    expect(rows.first.locator(".id")).to_have_text(f"#{item.id}")
+    expect(page.locator("#status")).to_contain_text(f"20 results for #{item.id}")
+
+    # only point clouds: the filter boxes narrow the results, and their previews render
+    for modality in MODALITIES:
+        if modality != "pointcloud":
+            page.uncheck(f"#in input[value={modality}]")
+    page.click("#go")
+    expect(rows.first).to_have_attribute("data-modality", "pointcloud")
+    modalities = rows.evaluate_all("rows => rows.map(r => r.dataset.modality)")
+    assert set(modalities) == {"pointcloud"}
+    picture = rows.first.locator(".preview img")
+    expect(picture).to_have_js_property("complete", True)
+    assert picture.evaluate("img => img.naturalWidth") > 100  # a rendered PNG, not a broken one
+
+
+def test_upload_a_file_and_see_result_rows(page, demo_files, demo_collection):
+    query = sorted((demo_files["queries"] / "pointcloud").rglob("*.npy"))[0]
+    with Collection(demo_collection) as collection:
+        expected = [h.id for h in collection.search(f"pointcloud:{query}", n=10)]
+    page.select_option("#n", "10")
+    page.select_option("#file-modality", "pointcloud")
+    page.set_input_files("#file", str(query))  # choosing a file starts the search
+    expect(page.locator("#results li.result")).to_have_count(10)
+    expect(page.locator("#status")).to_contain_text("pointcloud:(uploaded file)")
+    expect(page.locator("#drop-text")).to_contain_text(query.name)
+    assert result_ids(page) == expected
+
+    # "similar" on a row searches with that item
+    second = result_ids(page)[1]
+    page.locator("#results li.result").nth(1).locator("button.similar").click()
+    expect(page.locator("#q")).to_have_value(f"#{second}")
+    expect(page.locator("#results li.result").first).to_have_attribute("data-id", str(second))
+
+
+def test_a_bad_query_shows_the_error(page):
+    page.fill("#q", "a dog barking")  # the toy world's text encoder reads raw vectors only
+    page.press("#q", "Enter")
+    expect(page.locator("#error")).to_be_visible()
+    expect(page.locator("#error")).to_contain_text("raw vectors")
+    expect(page.locator("#results li.result")).to_have_count(0)
