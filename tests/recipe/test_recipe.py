@@ -140,3 +140,46 @@ def test_evaluation_shorthand_expands_per_modality():
     (evaluation,) = recipe.evaluation
     assert set(evaluation.data) == {"image", "text", "audio", "pointcloud"}
     assert evaluation.data["audio"].params == {"split": "eval", "count": 1000}
+
+
+PAPER_RECIPES = ("audio_3d.yaml", "ulip_3d.yaml", "audio_visual_cmcr.yaml")
+
+
+@pytest.mark.parametrize("name", PAPER_RECIPES)
+def test_paper_recipes_use_the_papers_spaces_and_settings(name):
+    """The authors' CLAP weight (630k-fusion-best.pt, fusion on: "the weight we use"), CLIP
+    ViT-B/32 with OpenAI weights, ULIP-2; Ex-MCR's hyper-parameters written out, so a change
+    of mcrx's defaults never changes what these recipes train."""
+    raw = yaml.safe_load((DEMO.parent / name).read_text())
+    recipe = parse_recipe(raw)
+    assert recipe.base.space == "clip/ViT-B-32"
+    for leaf in recipe.leaves:
+        if leaf.space.startswith("clap/"):
+            assert leaf.space == "clap/630k-fusion"
+            assert Path(leaf.params["checkpoint"]).name == "630k-fusion-best.pt"
+        else:
+            assert leaf.space == "ulip/pointbert"
+            assert Path(leaf.params["checkpoint"]).name == "pointbert_ULIP-2.pt"
+    if recipe.method != "ex-mcr":
+        return
+    written = raw["training"]
+    assert {key: written[key] for key in ("temperature", "intra_weight", "noise_variance", "lr",
+                                          "schedule", "batch_size", "epochs")} == {
+        "temperature": 0.05, "intra_weight": 0.1, "noise_variance": 0.004, "lr": 1e-3,
+        "schedule": "cosine", "batch_size": 4096, "epochs": 36}
+    assert written["connector"] == {"name": "mcrx/ex-mcr",
+                                    "params": {"hidden_dim": 1024, "blocks": 2}}
+    assert raw["retrieval"] == {"temperature": 0.01, "mode": "exact"}
+    # the paper's memory sizes: 2.31M texts, 1.3M images, 1.8M audio, 0.8M point clouds
+    sizes = {"text": 2_310_000, "image": 1_300_000, "audio": 1_800_000, "pointcloud": 800_000}
+    assert {m: source.limit for m, source in recipe.memories.items()} == {
+        m: sizes[m] for m in recipe.memories}
+
+
+def test_demo_chain_attaches_tactile_two_hops_from_the_base():
+    recipe = load_recipe(DEMO.parent / "demo_chain.yaml", registry=get_registry())
+    haptic = next(leaf for leaf in recipe.leaves if leaf.space == "toy/haptic")
+    assert (haptic.bridge, haptic.parent) == ("audio", "toy/clap")
+    assert recipe.parent_of(next(leaf for leaf in recipe.leaves
+                                 if leaf.space == "toy/clap")) == recipe.base.space
+    assert "tactile" in recipe.evaluation[0].modalities
