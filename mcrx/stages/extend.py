@@ -18,6 +18,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from rich.markup import escape
+
 from mcrx.plugin.registry import Registry
 from mcrx.recipe.schema import Recipe
 from mcrx.stages.context import Run
@@ -53,6 +55,7 @@ def extend(
     if run.state.is_main_process:
         check_model_destination(run.out / "model", force)  # refuse now, not after training
         write_json_atomic(run.out / "recipe.json", recipe.model_dump(mode="json"))
+        show_plan(run)
 
     # 1. Encoding: every process encodes its share of each memory into the shared cache.
     memories = encode_memories(run)
@@ -85,3 +88,16 @@ def extend(
     write_report(metrics, run.out / "report.md")
     run.state.wait_for_everyone()
     return metrics
+
+
+def show_plan(run: Run) -> None:
+    """The plan first (``mcrx plan``): what the run will cost, before it costs it. A plan
+    that cannot be made (a plugin's dataset that cannot be counted) never stops the run."""
+    from mcrx.stages.plan import make_plan, print_plan
+
+    try:
+        plan = make_plan(run.recipe, run.registry, device=str(run.device))
+    except Exception as exc:  # noqa: BLE001  (the plan is advice; the run goes on)
+        console.print(f"[yellow]plan unavailable[/]: {escape(str(exc))}", highlight=False)
+        return
+    print_plan(plan)

@@ -67,10 +67,7 @@ class Memory:
 
     def shards(self) -> list[np.ndarray]:
         if self._shards is None:
-            self._shards = [
-                np.load(self.path / shard["file"], mmap_mode="r", allow_pickle=False)
-                for shard in self.manifest["shards"]
-            ]
+            self._shards = [self._map(entry) for entry in self.manifest["shards"]]
         return self._shards
 
     @property
@@ -87,25 +84,35 @@ class Memory:
         return self.count * self.dim * np.dtype(self.dtype).itemsize
 
     def read(self, start: int = 0, stop: int | None = None,
-             dtype: np.dtype | str = np.float32, out: np.ndarray | None = None) -> np.ndarray:
+             dtype: np.dtype | str = np.float32, out: np.ndarray | None = None,
+             keep_mapped: bool = True) -> np.ndarray:
         """Rows [start, stop) as ``dtype`` (float32 by default), touching only the shards
         they span. The rows are copied once, straight into one preallocated array (``out``
         when given): no list of parts and no concatenated copy, so the peak is 1× the
-        slice."""
+        slice. ``keep_mapped=False`` maps each shard only while it is copied: the file's
+        pages then leave this process's resident set shard by shard (a whole-memory read
+        would otherwise hold the memory twice in RSS, once mapped and once copied)."""
         start = max(start, 0)
         stop = self.count if stop is None else min(stop, self.count)
         if out is None:
             out = np.empty((max(stop - start, 0), self.dim), dtype=dtype)
         offset = 0
-        for shard in self.shards():
-            lo, hi = max(start - offset, 0), min(stop - offset, len(shard))
+        for index, entry in enumerate(self.manifest["shards"]):
+            rows = int(entry["rows"])
+            lo, hi = max(start - offset, 0), min(stop - offset, rows)
             if lo < hi:
+                shard = (self.shards()[index] if keep_mapped or self._shards is not None
+                         else self._map(entry))
                 # numpy widens float16 → float32 while copying: no intermediate array
                 out[offset + lo - start : offset + hi - start] = shard[lo:hi]
-            offset += len(shard)
+                del shard  # unmapped here unless the shards are kept
+            offset += rows
             if offset >= stop:
                 break
         return out
+
+    def _map(self, entry: dict[str, Any]) -> np.ndarray:
+        return np.load(self.path / entry["file"], mmap_mode="r", allow_pickle=False)
 
     def blocks(self, rows: int) -> Iterator[np.ndarray]:
         for start in range(0, self.count, rows):
@@ -119,7 +126,7 @@ class Memory:
         ``block`` rows at a time in float32, so the peak stays 1× the memory."""
         import torch
 
-        rows = torch.from_numpy(self.read(dtype=dtype or self.dtype))
+        rows = torch.from_numpy(self.read(dtype=dtype or self.dtype, keep_mapped=False))
         if normalize:
             normalize_rows_(rows, block)
         return rows
