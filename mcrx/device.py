@@ -123,3 +123,40 @@ def synchronize(device: Any) -> None:
     device = resolve_device(device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+# ---------------------------------------------------------------------------------------
+# Encoders (plugins): autocast, batch sizes, host-to-device copies
+# ---------------------------------------------------------------------------------------
+#: An encoder's ``autocast`` param: "none" (float32, the default) or a half type. The value
+#: changes the embeddings, so encoders put it in their fingerprint (and the cache key).
+ENCODER_AUTOCASTS = ("none", "fp16", "bf16")
+
+
+def encoder_autocast(autocast: str, device: Any):
+    """The context an encoder's forward pass runs in: nothing for "none", else torch's
+    autocast to fp16 / bf16 on ``device`` (matmuls and convolutions in half precision,
+    reductions and normalisations in float32)."""
+    import contextlib
+
+    import torch
+
+    if autocast == "none":
+        return contextlib.nullcontext()
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[autocast]
+    return torch.autocast(device_type=resolve_device(device).type, dtype=dtype)
+
+
+def default_batch_size(device: Any, cpu: int, gpu: int) -> int:
+    """An encoder's default batch: ``gpu`` items on a GPU (enough to keep it busy, small
+    enough for its memory at the papers' model sizes), ``cpu`` elsewhere."""
+    return gpu if resolve_device(device).type == "cuda" else cpu
+
+
+def to_device(x: Any, device: Any) -> Any:
+    """``x`` on ``device``; a CPU tensor bound for a GPU goes through pinned memory with a
+    non-blocking copy (the next batch's preparation overlaps the copy)."""
+    device = resolve_device(device)
+    if device.type == "cuda" and x.device.type == "cpu":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)

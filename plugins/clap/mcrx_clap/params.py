@@ -97,8 +97,14 @@ class ClapParams(BaseModel):
         "roberta-base's vocab.json and merges.txt (or tokenizer.json), or a Hugging Face id "
         f"already in the local cache ({ROBERTA_URL})",
     )
-    device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1, mps")
-    batch_size: int = Field(16, gt=0, description="items per forward pass")
+    device: str = Field("auto", description="torch device: auto (this process's GPU under "
+                        "torchrun / accelerate launch, else the CPU), cpu, cuda, cuda:1, mps")
+    batch_size: int | None = Field(
+        None, gt=0, description="audio clips per forward pass (default: 128 on a GPU, 16 on "
+        "the CPU; text batches are at least 64)")
+    autocast: Literal["none", "fp16", "bf16"] = Field(
+        "none", description="run the towers under fp16 / bf16 autocast (faster on GPUs; the "
+        "embeddings change slightly, so the cache keeps them apart from float32 ones)")
 
     @field_validator("checkpoint")
     @classmethod

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from transformers import RobertaConfig, RobertaModel, RobertaTokenizer
 
 from mcrx import Encoder, McrxError, Space, fingerprint_of
-from mcrx.device import resolve_device
+from mcrx.device import default_batch_size, encoder_autocast, resolve_device, to_device
 from mcrx.store.inputs import read_inputs
 from mcrx_clap._laion import (
     clap_model,
@@ -244,7 +244,9 @@ class ClapSpace(Space):
         self.fusion = fusion
         self.weights = weights
         self.device = device
-        self.batch_size = params.batch_size
+        # a GPU idles on CPU-sized batches: HTSAT at 128 fusion clips takes a few GiB
+        self.batch_size = params.batch_size or default_batch_size(device, cpu=16, gpu=128)
+        self.autocast = params.autocast
         self.dim = int(model.joint_embed_shape)
         self._encoders: dict[str, Encoder] = {}
 
@@ -259,8 +261,11 @@ class ClapSpace(Space):
         return self._encoders[modality]
 
     def fingerprint(self) -> str:
+        # autocast changes the embeddings: part of the key, left out when off so that
+        # float32 caches written before the option existed are still found
+        extra = [] if self.autocast == "none" else [f"autocast={self.autocast}"]
         return fingerprint_of("mcrx-clap", self.name, self.amodel, self.tmodel, self.fusion,
-                              self.model_cfg, self.weights)
+                              self.model_cfg, self.weights, *extra)
 
 
 class ClapAudioEncoder(Encoder):
@@ -290,7 +295,7 @@ class ClapAudioEncoder(Encoder):
     def encode_prepared(self, prepared: list[Any]) -> torch.Tensor:
         if not prepared:
             return torch.empty(0, self.dim)
-        with torch.no_grad():
+        with torch.no_grad(), encoder_autocast(self.space.autocast, self.space.device):
             rows = self.space.model.get_audio_embedding(prepared)  # normalised by laion_clap
         return rows.float().cpu()
 
@@ -366,9 +371,9 @@ class ClapTextEncoder(Encoder):
         if not prepared:
             return torch.empty(0, self.dim)
         model = self.space.model
-        with torch.no_grad():
+        with torch.no_grad(), encoder_autocast(self.space.autocast, self.space.device):
             if self.tokenizer is None:
-                tokens = torch.stack(prepared).to(self.space.device)
+                tokens = to_device(torch.stack(prepared), self.space.device)
                 rows = F.normalize(model.encode_text(tokens, device=self.space.device), dim=-1)
             else:
                 batch = {key: torch.stack([p[key] for p in prepared])

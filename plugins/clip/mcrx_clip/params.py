@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -78,8 +79,13 @@ class ClipParams(BaseModel):
         "folder whose open_clip_config.json says so, or a *-quickgelu architecture). OpenAI "
         "weights with plain GELU give silently wrong embeddings",
     )
-    device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1, mps")
-    batch_size: int = Field(32, gt=0, description="items per forward pass")
+    device: str = Field("auto", description="torch device: auto (this process's GPU under "
+                        "torchrun / accelerate launch, else the CPU), cpu, cuda, cuda:1, mps")
+    batch_size: int | None = Field(
+        None, gt=0, description="items per forward pass (default: 512 on a GPU, 32 on the CPU)")
+    autocast: Literal["none", "fp16", "bf16"] = Field(
+        "none", description="run the towers under fp16 / bf16 autocast (faster on GPUs; the "
+        "embeddings change slightly, so the cache keeps them apart from float32 ones)")
 
     @field_validator("pretrained")
     @classmethod

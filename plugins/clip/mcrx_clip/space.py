@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mcrx import Encoder, McrxError, Space, fingerprint_of
-from mcrx.device import resolve_device
+from mcrx.device import default_batch_size, encoder_autocast, resolve_device, to_device
 from mcrx.store.inputs import open_image, read_inputs
 from mcrx.store.weights import unpickling_refused
 from mcrx_clip.params import WEIGHT_SUFFIXES, ClipParams, looks_like_path
@@ -283,7 +283,9 @@ def build_space(full_name: str, params: ClipParams) -> ClipSpace:
         weights=weights,
         quick_gelu=quick_gelu,
         device=device,
-        batch_size=params.batch_size,
+        # a GPU idles on CPU-sized batches: ViT-B/32 at 512 images takes ~3 GiB
+        batch_size=params.batch_size or default_batch_size(device, cpu=32, gpu=512),
+        autocast=params.autocast,
     )
 
 
@@ -374,6 +376,7 @@ class ClipSpace(Space):
         quick_gelu: bool,
         device: torch.device,
         batch_size: int,
+        autocast: str = "none",
     ) -> None:
         self.name = name
         self.model = model
@@ -384,6 +387,7 @@ class ClipSpace(Space):
         self.quick_gelu = quick_gelu
         self.device = device
         self.batch_size = batch_size
+        self.autocast = autocast
         self.dim = int(model_cfg["embed_dim"])
         self._encoders: dict[str, Encoder] = {}
 
@@ -398,8 +402,11 @@ class ClipSpace(Space):
         return self._encoders[modality]
 
     def fingerprint(self) -> str:
+        # autocast changes the embeddings: part of the key, left out when off so that
+        # float32 caches written before the option existed are still found
+        extra = [] if self.autocast == "none" else [f"autocast={self.autocast}"]
         return fingerprint_of("mcrx-clip", self.name, self.model_cfg, self.weights.identity,
-                              self.quick_gelu)
+                              self.quick_gelu, *extra)
 
 
 def image_suffixes() -> frozenset[str]:
@@ -446,8 +453,8 @@ class ClipImageEncoder(Encoder):
     def encode_prepared(self, prepared: list[Any]) -> torch.Tensor:
         if not prepared:
             return torch.empty(0, self.dim)
-        pixels = torch.stack(prepared).to(self.space.device)
-        with torch.no_grad():
+        pixels = to_device(torch.stack(prepared), self.space.device)
+        with torch.no_grad(), encoder_autocast(self.space.autocast, self.space.device):
             features = self.space.model.encode_image(pixels)
         return F.normalize(features.float(), dim=-1).cpu()
 
@@ -490,8 +497,8 @@ class ClipTextEncoder(Encoder):
     def encode_prepared(self, prepared: list[Any]) -> torch.Tensor:
         if not prepared:
             return torch.empty(0, self.dim)
-        tokens = torch.stack(prepared).to(self.space.device)
-        with torch.no_grad():
+        tokens = to_device(torch.stack(prepared), self.space.device)
+        with torch.no_grad(), encoder_autocast(self.space.autocast, self.space.device):
             features = self.space.model.encode_text(tokens)
         return F.normalize(features.float(), dim=-1).cpu()
 
