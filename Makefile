@@ -24,7 +24,7 @@ $(PY):
 
 $(STAMP): $(PY) pyproject.toml $(foreach p,$(PLUGINS),$(p)/pyproject.toml)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet $(TORCH_PINS) -e '.[test,search,tensorboard]' $(foreach p,$(PLUGINS),-e $(p))
+	$(PIP) install --quiet $(TORCH_PINS) -e '.[test,search,tensorboard,ann]' $(foreach p,$(PLUGINS),-e $(p))
 	touch $(STAMP)
 
 install: $(STAMP)
