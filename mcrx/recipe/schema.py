@@ -187,6 +187,10 @@ class ComponentRef(StrictModel):
     params: dict[str, Any] = Field(default_factory=dict, description="the component's params")
 
 
+#: the experiment trackers Accelerate supports (``training.log_with``)
+Tracker = Literal["tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive"]
+
+
 class Training(StrictModel):
     """Defaults are the papers' settings."""
 
@@ -220,6 +224,17 @@ class Training(StrictModel):
     loss_every: int = Field(
         10, gt=0, le=MAX_STEPS, description="read the loss back (a device sync) every N steps"
     )
+    log_with: list[Tracker] = Field(
+        default_factory=list,
+        description="Accelerate trackers that receive the loss and learning rate every "
+        "'loss_every' steps, e.g. 'tensorboard' (pip install 'mcrx[tensorboard]'; logs in "
+        "OUT/logs, view with `tensorboard --logdir OUT/logs`), or a list of them",
+    )
+
+    @field_validator("log_with", mode="before")
+    @classmethod
+    def _one_tracker_or_several(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
 
 
 class AnnIndex(StrictModel):
@@ -298,12 +313,6 @@ class Recipe(StrictModel):
     )
     output: Path | None = Field(None, description="output folder (default: runs/<name>)")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of every random draw")
-    device: Literal["auto", "cpu"] = Field(
-        "auto", description="where pseudo pairs, training and evaluation run: 'auto' is this "
-        "process's GPU (its local rank's under torchrun / accelerate launch), else the CPU; "
-        "'cpu' keeps them on the CPU on a GPU machine too (choose GPUs with "
-        "CUDA_VISIBLE_DEVICES; encoders follow their own 'device' params)"
-    )
     device: Literal["auto", "cpu"] = Field(
         "auto", description="where pseudo pairs, training and evaluation run: 'auto' is this "
         "process's GPU (its local rank's under torchrun / accelerate launch), else the CPU; "

@@ -50,7 +50,7 @@ def train_connectors(run: Run, pairs, stop_after_steps: int | None = None):
                 fingerprint=fingerprint, seed=seed,
                 description=f"train {link.space} → {link.parent}",
                 show_progress=run.show_progress, stop_after_steps=stop_after_steps,
-                device=run.device,
+                device=run.device, log_dir=run.out / "logs",
             )
             if stop_after_steps is not None and result.steps > stop_after_steps:
                 raise McrxError(f"stopped after {stop_after_steps} steps as asked")
@@ -72,7 +72,8 @@ def training_settings(training) -> dict:
     """The training fields a connector depends on: ``loss_every`` only changes how often the
     loss is read, and the default ``precision`` is left out so that connectors trained
     before precisions existed keep their fingerprint."""
-    exclude = {"loss_every"} | ({"precision"} if training.precision == "fp32" else set())
+    exclude = {"loss_every", "log_with"} | (
+        {"precision"} if training.precision == "fp32" else set())
     return training.model_dump(exclude=exclude)
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -171,6 +172,28 @@ class AlignResult:
         return self.losses[-1][1] if self.losses else float("nan")
 
 
+#: how to install a tracker's library (each tracker's module bears its name)
+TRACKER_INSTALL = {"tensorboard": "pip install 'mcrx[tensorboard]'"}
+
+
+def check_trackers(trackers) -> None:
+    """A tracker named in ``training.log_with`` whose library is missing stops the run with
+    how to install it (Accelerate would only warn and log nothing)."""
+    import importlib.util
+
+    for tracker in trackers:
+        if importlib.util.find_spec(tracker) is None:
+            install = TRACKER_INSTALL.get(tracker, f"pip install {tracker}")
+            raise McrxError(f"training.log_with: {tracker!r} is not installed ({install})")
+
+
+def finish_trackers(accelerator) -> None:
+    """Flush and close the trackers; not ``accelerator.end_training()``, which also destroys
+    the process group the later stages of a distributed run still use."""
+    for tracker in accelerator.trackers:
+        tracker.finish()
+
+
 def align(
     connector: torch.nn.Module,
     loss_fn: Callable,
@@ -183,19 +206,22 @@ def align(
     show_progress: bool = True,
     stop_after_steps: int | None = None,
     device: torch.device | None = None,
+    log_dir: Path | None = None,
 ) -> AlignResult:
     """Train ``connector`` in place on ``pairs`` (roles → (N, d) tensors).
 
     ``fingerprint`` names the inputs (pairs, connector, hyper-parameters): checkpoints of
     other inputs are never resumed. ``stop_after_steps`` ends early (tests of resumption).
     ``device``: the run's device (``Run.device``); default this process's GPU, else the
-    CPU."""
+    CPU. ``training.log_with`` trackers write under ``log_dir`` (default: beside the
+    checkpoints)."""
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration
 
     from mcrx.tuning import retain_freed_memory
 
     retain_freed_memory()
+    check_trackers(training.log_with)  # before any work
     # the process group, with mcrx's timeout, before Accelerate makes one
     process_state(cpu=device.type == "cpu" if device is not None else None)
 
@@ -204,6 +230,8 @@ def align(
     accelerator = Accelerator(
         cpu=device.type == "cpu" if device is not None else not torch.cuda.is_available(),
         dataloader_config=DataLoaderConfiguration(split_batches=True, non_blocking=True),
+        log_with=list(training.log_with) or None,
+        project_dir=str(log_dir or checkpoint_dir.parent / "logs") if training.log_with else None,
     )
     device, precision = accelerator.device, training.precision
     noised_roles = tuple(getattr(connector, "noised_roles", ()))
@@ -256,6 +284,8 @@ def align(
     resumed_from = step
 
     result = AlignResult(steps=total_steps, seconds=0.0, resumed_from=resumed_from)
+    if training.log_with:  # one run per leaf, named after it (a TensorBoard sub-folder)
+        accelerator.init_trackers(re.sub(r"[^A-Za-z0-9_.-]+", "_", description).strip("_"))
     began = time.perf_counter()
     connector.train()
     with progress(disable=not (show_progress and accelerator.is_main_process)) as bar:
@@ -295,6 +325,9 @@ def align(
                     value = float(loss.detach())
                     refuse_nonfinite_loss(value, step, description)  # not on to chance
                     result.losses.append((step, value))
+                    if training.log_with:
+                        accelerator.log({"loss": value, "lr": scheduler.get_last_lr()[0]},
+                                        step=step)
                     bar.update(task, advance=1, rate=f"loss {value:.4f}  " + rate_text(
                         step - resumed_from, time.perf_counter() - began, "steps"))
                 else:
@@ -303,8 +336,10 @@ def align(
                     save_checkpoint(accelerator, checkpoint_dir, step, fingerprint)
                 if stop_after_steps is not None and step >= stop_after_steps:
                     result.seconds = time.perf_counter() - began
+                    finish_trackers(accelerator)
                     return result
     save_checkpoint(accelerator, checkpoint_dir, step, fingerprint)
     connector = accelerator.unwrap_model(connector).eval()
+    finish_trackers(accelerator)
     result.seconds = time.perf_counter() - began
     return result
