@@ -11,7 +11,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 class ExMcrParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    hidden_dim: int = Field(1024, gt=0, description="width of the f_m MLP blocks")
+    hidden_dim: int = Field(
+        1024,
+        gt=0,
+        description="width of the f_m MLP blocks. 1024 is the papers' setting, 2× their "
+        "512-d spaces; an absolute width, not a ratio: for spaces of another width choose "
+        "it (README.md, 'Defaults')",
+    )
     blocks: int = Field(2, ge=1, description="number of MLP blocks in f_m (papers: 2)")
 
 
@@ -22,7 +28,8 @@ class CMcrParams(BaseModel):
         description="'mlp': Linear+BN+ReLU → Linear+BN (CLIP–CLAP); "
         "'half': one Linear+BN+ReLU (CLIP–ULIP)",
     )
-    hidden_dim: int = Field(1024, gt=0, description="hidden width of the 'mlp' layout")
+    hidden_dim: int = Field(1024, gt=0, description="hidden width of the 'mlp' layout "
+                            "(the paper's, 2× its 512-d spaces)")
     out_dim: int | None = Field(None, gt=0, description="dimension of the new space "
                                 "(default: the parent's)")
 

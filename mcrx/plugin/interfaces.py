@@ -69,7 +69,11 @@ class Encoder(ABC):
 
 
 class Space(ABC):
-    """A pretrained contrastive space: a name, a dimension and one encoder per modality."""
+    """A pretrained contrastive space: a name, a dimension and one encoder per modality.
+
+    ``dim`` governs: it shapes the connectors and every encoder's rows are checked against
+    it. The ``dim=`` given to ``register`` is what mcrx knows before the space is built
+    (``mcrx validate`` checks precomputed embedding files against it) and must agree."""
 
     name: str
     dim: int

@@ -173,15 +173,18 @@ def test_two_functions_for_one_hook_in_one_module_are_refused(fresh_plugins, tmp
         plugins.unregister_plugin("twice")
 
 
-def test_a_plugin_class_with_one_function_per_hook_is_accepted(fresh_plugins):
-    class Once:
+def test_plugin_classes_are_checked_too_and_one_function_per_hook_passes(fresh_plugins):
+    class Twice:
         @hookimpl
         def register_modalities(self, register):
             register("odour")
 
-    plugins.register_plugin(Once(), name="once")
-    try:
-        assert plugins.duplicate_hooks(Once()) == []
-        assert plugins.get_registry().plugins["once"].error is None
-    finally:
-        plugins.unregister_plugin("once")
+        @hookimpl
+        def register_modalities(self, register):  # noqa: F811 - the mistake under test
+            register("flavour")
+
+    (problem,) = plugins.duplicate_hooks(Twice())
+    assert problem.startswith("register_modalities is defined 2 times")
+    # the core's own plugins and every built-in plugin module define each hook once
+    for name, plugin in plugins.get_plugin_manager().list_name_plugin():
+        assert plugins.duplicate_hooks(plugin) == [], name
