@@ -23,6 +23,8 @@ from mcrx.recipe.schema import Recipe
 MAX_DEPTH = 32
 #: most values a recipe may expand to, aliases counted each time they are used
 MAX_VALUES = 100_000
+#: largest recipe file read (the shipped ones are a few KiB; /dev/zero never ends)
+MAX_BYTES = 4 * 2**20
 
 
 def _loc(parts: tuple[Any, ...] | list[Any]) -> str:
@@ -191,8 +193,12 @@ def read_recipe_yaml(path: str | Path) -> dict[str, Any]:
     if path.is_dir():
         raise McrxError(f"{path} is a folder; give a recipe's YAML file")
     if not path.is_file():
-        raise McrxError(f"recipe not found: {path}")
+        kind = " (it is not a regular file)" if path.exists() else ""
+        raise McrxError(f"recipe not found: {path}{kind}")
     try:
+        if path.stat().st_size > MAX_BYTES:
+            raise McrxError(f"{path}: {path.stat().st_size:,} bytes; a recipe is at most "
+                            f"{MAX_BYTES:,} (is this the recipe?)")
         data = path.read_bytes()
     except OSError as exc:
         raise McrxError(f"cannot read the recipe {path}: {exc.strerror or exc}") from None

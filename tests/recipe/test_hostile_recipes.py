@@ -14,7 +14,7 @@ from mcrx.errors import McrxError, RecipeError
 from mcrx.plugin.manager import get_registry
 from mcrx.recipe import load_recipe, parse_recipe
 from mcrx.recipe.check import check_recipe, writable_folder_problem
-from mcrx.recipe.load import MAX_DEPTH, apply_overrides, read_recipe_yaml
+from mcrx.recipe.load import MAX_BYTES, MAX_DEPTH, apply_overrides, read_recipe_yaml
 
 DEMO = Path(__file__).parents[2] / "recipes" / "demo.yaml"
 
@@ -107,9 +107,16 @@ def test_duplicate_keys_are_errors(tmp_path):
     assert read_recipe_yaml(merged)["other"]["space"] == "toy/clip"
 
 
-def test_a_folder_is_not_a_recipe(tmp_path):
+def test_what_is_not_a_recipe_file(tmp_path):
     with pytest.raises(McrxError, match="is a folder"):
         load_recipe(tmp_path)
+    with pytest.raises(McrxError, match="not a regular file"):
+        load_recipe("/dev/zero")  # would never end
+    huge = tmp_path / "huge.yaml"
+    with huge.open("wb") as f:
+        f.truncate(MAX_BYTES + 1)
+    with pytest.raises(McrxError, match="a recipe is at most"):
+        load_recipe(huge)
 
 
 # -- schema bounds -------------------------------------------------------------------------
