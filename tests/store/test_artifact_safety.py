@@ -218,3 +218,20 @@ def test_leftovers_of_a_killed_writer_are_tidied_and_an_old_folder_restored(tmp_
         assert tmp == temporary_sibling(tmp_path / "file.json")
         tmp.write_text("1")
     assert (tmp_path / "file.json").read_text() == "1"
+
+
+def test_extend_refuses_a_model_folder_of_user_files_before_any_work(write_recipe):
+    """``OUT/model`` holding the user's files: ``mcrx extend`` stops before encoding, in a
+    real process, and every file is still there (it used to be deleted at the end)."""
+    import yaml
+
+    recipe = write_recipe("demo.yaml")
+    out = Path(yaml.safe_load(recipe.read_text())["output"])
+    (out / "model").mkdir(parents=True)
+    (out / "model" / "draft.md").write_text("my notes")
+    done = subprocess.run([sys.executable, "-m", "mcrx", "extend", str(recipe),
+                           "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "not an mcrx model" in " ".join(done.stderr.split())
+    assert (out / "model" / "draft.md").read_text() == "my notes"
+    assert not (out / "pseudo_pairs").exists()
