@@ -127,6 +127,8 @@ def parse_yaml(text: str) -> Any:
     except RecursionError:  # the parser is recursive: brackets nested thousands deep
         raise ValueError(f"nested more than {MAX_DEPTH} levels deep (a recipe needs a "
                          "few)") from None
+    except ValueError as exc:  # int(): Python refuses numbers of more than 4300 digits
+        raise ValueError(f"a number too long to read ({str(exc).split(';')[0]})") from None
     problem = _check_size(value)
     if problem:
         raise ValueError(problem)

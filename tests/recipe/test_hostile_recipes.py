@@ -54,6 +54,7 @@ def recipe_error(path: Path) -> str:
     ("seed=\udcff", "--set 'seed': the value is not valid UTF-8 text"),
     ("se\udcffed=1", "the key is not valid UTF-8 text"),
     ("=1", "--set expects key=value"),
+    ("seed=1" + "0" * 5000, "a number too long to read"),
     ("leaves.²=1", "leaves has no item ²"),
     ("name.x=1", "name is not a mapping"),
     ("method=ex-mcr\u001b[31m", "special characters are not allowed"),
