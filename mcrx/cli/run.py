@@ -36,7 +36,7 @@ def extend(
     Every stage is cached by a fingerprint of its inputs: running the same recipe again skips
     what is done, and an interrupted run resumes from its last checkpoint."""
     from mcrx.stages.extend import extend as run_extend
-    from mcrx.ui.report import metrics_table
+    from mcrx.ui.report import metrics_table, zeroshot_table
 
     loaded, registry = load_recipe_for_cli(recipe, set_)
     metrics = run_extend(loaded, registry, show_progress=progress, workers=workers,
@@ -47,6 +47,8 @@ def extend(
         print(json.dumps(metrics, indent=2))
     else:
         console.print(metrics_table(metrics))
+        if metrics.get("zeroshot"):
+            console.print(zeroshot_table([(metrics["method"], metrics)]))
         # paths are user text: escaped, so "[x]" in a folder name is shown, not parsed
         console.print(f"unified model: [bold]{escape(str(loaded.output_dir / 'model'))}[/]   "
                       f"report: {escape(str(loaded.output_dir / 'report.md'))}")

@@ -49,6 +49,14 @@ def extend(
     ``drop_bad_rows``: leave NaN/Inf/all-zero embedding rows out instead of refusing them;
     ``force``: write OUT/model into a non-empty folder that is not an mcrx model."""
     began = time.perf_counter()
+    timings: dict[str, float] = {}  # stage → seconds, for the report
+    clock = [began]
+
+    def lap(stage: str) -> None:
+        now = time.perf_counter()
+        timings[stage] = round(now - clock[0], 2)
+        clock[0] = now
+
     run = Run(recipe, registry, show_progress=show_progress, workers=workers,
               drop_bad_rows=drop_bad_rows)
     run.out.mkdir(parents=True, exist_ok=True)
@@ -60,15 +68,19 @@ def extend(
     # 1. Encoding: every process encodes its share of each memory into the shared cache.
     memories = encode_memories(run)
     evaluation_sets = encode_evaluation(run)
+    lap("1 · encode memories and evaluation sets")
     # 2. Pseudo pairs: query chunks shared among processes.
     pairs = build_pairs(run, memories)
+    lap("2 · pseudo pairs")
     # The baseline is the last user of the memories: fit it now, then let them go, so that
     # training and evaluation do not hold paper-scale memories in RAM.
     if recipe.baseline != "none":
         fit_baselines(run, memories)
     memories.clear()
+    lap("linear baseline")
     # 3. Training: DDP across processes.
     connectors, training_report = train_connectors(run, pairs, stop_after_steps)
+    lap("3 · train connectors")
     if not run.state.is_main_process:  # evaluation and writing: the main process only
         run.state.wait_for_everyone()
         return {}
@@ -79,6 +91,8 @@ def extend(
     model = make_model(run, connectors, run.chain.connector_name, run.chain.connector_params,
                        target)
     metrics = evaluate_run(run, model, evaluation_sets, memories, training_report)
+    lap("4 · evaluate (and draw)")
+    metrics["timings"] = timings
     metrics["seconds"] = round(time.perf_counter() - began, 2)
     metrics["encoded_items"] = run.encoded
 

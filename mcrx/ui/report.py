@@ -70,49 +70,42 @@ def metrics_table(metrics: dict[str, Any]) -> Table:
     return table
 
 
+def _side_by_side(models: Sequence[tuple[str, dict[str, Any]]], block: str, title: str,
+                  first: str, keys: tuple[str, ...], names: tuple[str, ...],
+                  chance_key: str) -> Table | None:
+    """One row per entry of ``metrics[block]``, the ``keys`` columns of every model."""
+    entries = list(dict.fromkeys(k for _, m in models for k in m.get(block, {})))
+    if not entries:
+        return None
+    table = Table(title=title)
+    table.add_column(first, no_wrap=True)
+    for label, _ in models:
+        for i, name in enumerate(names):
+            table.add_column(f"{label} {name}" if i == 0 else name, justify="right",
+                             no_wrap=True)
+    table.add_column("chance", justify="right", style="dim", no_wrap=True)
+    for entry in entries:
+        cells, chance = [], None
+        for _, metrics in models:
+            values = metrics.get(block, {}).get(entry) or {}
+            cells += [_fmt(values.get(k)) for k in keys] if values else ["—"] * len(keys)
+            chance = chance or values.get(chance_key)
+        table.add_row(entry, *cells, _fmt(chance))
+    return table
+
+
 def zeroshot_table(models: Sequence[tuple[str, dict[str, Any]]]) -> Table | None:
     """Zero-shot top-1/top-5 per set and modality, one column pair per model."""
-    keys = list(dict.fromkeys(k for _, m in models for k in m.get("zeroshot", {})))
-    if not keys:
-        return None
-    table = Table(title="zero-shot classification against text prompts (%)")
-    table.add_column("set/items", no_wrap=True)
-    for label, _ in models:
-        table.add_column(f"{label} top-1", justify="right", no_wrap=True)
-        table.add_column("top-5", justify="right", no_wrap=True)
-    table.add_column("chance", justify="right", style="dim", no_wrap=True)
-    for key in keys:
-        cells, chance = [], None
-        for _, metrics in models:
-            zs = metrics.get("zeroshot", {}).get(key)
-            cells += [_fmt(zs.get("top1")), _fmt(zs.get("top5"))] if zs else ["—", "—"]
-            chance = chance or (zs or {}).get("chance_top1")
-        table.add_row(key, *cells, _fmt(chance))
-    return table
+    return _side_by_side(models, "zeroshot", "zero-shot classification against text "
+                         "prompts (%)", "set/items", ("top1", "top5"), ("top-1", "top-5"),
+                         "chance_top1")
 
 
-def comparison_table(models: Sequence[tuple[str, dict[str, Any]]]) -> Table:
-    """R@1 and R@5 per retrieval direction, one column pair per model, chance beside."""
-    table = Table(title="retrieval in each unified space (%): models side by side")
-    table.add_column("query→gallery", no_wrap=True)
-    for label, _ in models:
-        table.add_column(f"{label} R@1", justify="right", no_wrap=True)
-        table.add_column("R@5", justify="right", no_wrap=True)
-    table.add_column("chance R@1", justify="right", style="dim", no_wrap=True)
-    for pair, chance, cells in _comparison_rows(models):
-        table.add_row(pair, *cells, chance)
-    return table
-
-
-def _comparison_rows(models):
-    pairs = list(dict.fromkeys(p for _, m in models for p in m.get("retrieval", {})))
-    for pair in pairs:
-        cells, chance = [], None
-        for _, metrics in models:
-            values = metrics.get("retrieval", {}).get(pair)
-            cells += [_fmt(values.get("R@1")), _fmt(values.get("R@5"))] if values else ["—"] * 2
-            chance = chance or (values or {}).get("chance_R@1")
-        yield pair, _fmt(chance), cells
+def comparison_table(models: Sequence[tuple[str, dict[str, Any]]]) -> Table | None:
+    """R@1 and R@5 per retrieval direction, one column pair per model, chance R@1 beside."""
+    return _side_by_side(models, "retrieval", "retrieval in each unified space (%): models "
+                         "side by side", "query→gallery", ("R@1", "R@5"), ("R@1", "R@5"),
+                         "chance_R@1")
 
 
 # ---------------------------------------------------------------------------------------
@@ -122,6 +115,10 @@ def _md_table(header: Sequence[str], body: Sequence[Sequence[str]], left: int = 
     lines = ["| " + " | ".join(header) + " |",
              "|" + "|".join(["---"] * left + ["---:"] * (len(header) - left)) + "|"]
     return lines + ["| " + " | ".join(row) + " |" for row in body]
+
+
+def _section(title: str, intro: str, table: list[str]) -> list[str]:
+    return ["", f"## {title}", "", *([intro, ""] if intro else []), *table]
 
 
 def _zeroshot_md(models: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
@@ -140,13 +137,13 @@ def _zeroshot_md(models: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
             chance = chance or zs.get("chance_top1")
         body.append(row + [_fmt(chance), str(next(
             (m["zeroshot"][key]["n"] for _, m in models if key in m.get("zeroshot", {})), 0))])
-    return ["", "## Zero-shot classification", "",
-            "Items classified against one text prototype per class (every prompt normalised, "
-            "averaged per class, renormalised; cosine), in percent.", "",
-            *_md_table(header + ["chance top-1", "n"], body)]
+    return _section("Zero-shot classification",
+                    "Items classified against one text prototype per class (every prompt "
+                    "normalised, averaged per class, renormalised; cosine), in percent.",
+                    _md_table(header + ["chance top-1", "n"], body))
 
 
-def _gap_md(metrics: dict[str, Any]) -> list[str]:
+def _gap_md(metrics: dict[str, Any], title: str = "Modality gap") -> list[str]:
     gap = metrics.get("gap", {})
     if not gap:
         return []
@@ -156,10 +153,9 @@ def _gap_md(metrics: dict[str, Any]) -> list[str]:
         body.append([pair.replace("~", " – "),
                      f"{before['matched']:.3f} / {before['random']:.3f}" if before else "—",
                      f"{after['matched']:.3f} / {after['random']:.3f}"])
-    return ["", "## Modality gap", "",
-            "Mean cosine of matched / random pairs; *before*: in the source space both "
-            "modalities share (— when they share none), *after*: in the unified space.", "",
-            *_md_table(["pair", "before", "after"], body)]
+    return _section(title, "Mean cosine of matched / random pairs; *before*: in the source "
+                    "space both modalities share (— when they share none), *after*: in the "
+                    "unified space.", _md_table(["pair", "before", "after"], body))
 
 
 def _training_md(metrics: dict[str, Any]) -> list[str]:
@@ -182,8 +178,8 @@ def _timings_md(metrics: dict[str, Any]) -> list[str]:
     timings = metrics.get("timings", {})
     if not timings:
         return []
-    return ["", "## Time per stage", "",
-            *_md_table(["stage", "seconds"], [[s, f"{t:.1f}"] for s, t in timings.items()])]
+    return _section("Time per stage", "",
+                    _md_table(["stage", "seconds"], [[s, f"{t:.1f}"] for s, t in timings.items()]))
 
 
 def _figures_md(figures: dict[str, str]) -> list[str]:
@@ -244,13 +240,11 @@ def comparison_markdown(models: Sequence[tuple[str, dict[str, Any]]],
         lines += ["## Retrieval (%)", "", *_md_table(header + ["chance R@1"], body)]
     lines += _zeroshot_md(models)
     for label, metrics in models:
-        gap = _gap_md(metrics)
-        if gap:
-            lines += [gap[0], f"## Modality gap — {label}", *gap[2:]]
+        lines += _gap_md(metrics, f"Modality gap — {label}")
     timing_rows = [[label, *(f"{m.get('timings', {}).get(s, 0):.1f}" for s in ("encode", "score"))]
                    for label, m in models]
-    lines += ["", "## Time per stage (s)", "", *_md_table(["model", "encode", "score"],
-                                                          timing_rows)]
+    lines += _section("Time per stage (s)", "", _md_table(["model", "encode", "score"],
+                                                          timing_rows))
     lines += _figures_md(figures)
     return "\n".join(lines + [""])
 
