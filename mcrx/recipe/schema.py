@@ -320,6 +320,14 @@ class Recipe(StrictModel):
         "CUDA_VISIBLE_DEVICES; encoders follow their own 'device' params)"
     )
 
+    @field_validator("output", mode="before")
+    @classmethod
+    def _not_empty(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():  # Path("") is the current folder
+            raise ValueError("an empty output folder; give a path, or leave 'output' out "
+                             "for runs/<name>")
+        return value
+
     @field_validator("evaluation")
     @classmethod
     def _unique_evaluation_names(cls, sets: list[EvaluationSet]) -> list[EvaluationSet]:

@@ -138,6 +138,7 @@ def test_what_is_not_a_recipe_file(tmp_path):
     ("memories.text.limit=1" + "0" * 30, "memories.text.limit", "less than or equal"),
     ("name=../../escaped", "name", "no '/' or '..'"),
     ("name=.hidden", "name", "starting with a letter or digit"),
+    ("output=''", "output", "an empty output folder"),
     ("leaves.0.space=toy/[/x]", "leaves.0.space", "is not a component name"),
     ('method="ex-mcr\\e[31m"', "method", "is not a component name"),
 ])
