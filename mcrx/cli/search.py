@@ -117,8 +117,9 @@ def embed(
         np.save(handle, vectors)
     ids_path = output.with_suffix(".ids.json")
     write_json_atomic(ids_path, ids)
-    console.print(f"wrote {len(ids):,} × {vectors.shape[1]} vectors to [bold]{output}[/] "
-                  f"and their ids to {ids_path}", highlight=False)
+    console.print(f"wrote {len(ids):,} × {vectors.shape[1]} vectors to "
+                  f"[bold]{escape(str(output))}[/] and their ids to {escape(str(ids_path))}",
+                  highlight=False)
 
 
 # -- index ----------------------------------------------------------------------------------
