@@ -22,8 +22,11 @@ def latest_checkpoint(directory: Path, fingerprint: str) -> tuple[Path, dict] | 
     for candidate in sorted(directory.glob(f"{CHECKPOINT_PREFIX}*"), reverse=True):
         state_file = candidate / STATE_FILE
         if candidate.is_dir() and state_file.is_file():
-            state = json.loads(state_file.read_text())
-            if state.get("fingerprint") == fingerprint:
+            try:
+                state = json.loads(state_file.read_text())
+            except (OSError, UnicodeDecodeError, ValueError):
+                continue  # not one mcrx wrote whole (it writes then renames): not resumable
+            if isinstance(state, dict) and state.get("fingerprint") == fingerprint:
                 return candidate, state
     return None
 

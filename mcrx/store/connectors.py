@@ -24,7 +24,10 @@ def load_connector_state(path: Path, fingerprint: str):
 
     if not path.is_file():
         return None
-    with safe_open(str(path), "pt") as handle:
-        if (handle.metadata() or {}).get("fingerprint") != fingerprint:
-            return None
-    return load_file(str(path))
+    try:
+        with safe_open(str(path), "pt") as handle:
+            if (handle.metadata() or {}).get("fingerprint") != fingerprint:
+                return None
+        return load_file(str(path))
+    except Exception:  # unreadable (not a file mcrx wrote whole): train again, overwrite it
+        return None
