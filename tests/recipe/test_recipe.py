@@ -42,8 +42,8 @@ def test_every_shipped_recipe_is_valid(path):
     else:
         assert errors, "real recipes refer to files that are not in the repository"
         for location, message in errors:
-            assert location.endswith((".checkpoint", ".pretrained", ".tokenizer", ".inputs")), (
-                location)
+            assert location.endswith((".checkpoint", ".pretrained", ".tokenizer", ".inputs",
+                                      ".labels")), location
             assert "not found" in message, message
 
 
@@ -137,7 +137,7 @@ def test_yaml_errors_say_where(tmp_path):
 
 def test_evaluation_shorthand_expands_per_modality():
     recipe = parse_recipe(demo_raw())
-    (evaluation,) = recipe.evaluation
+    evaluation = recipe.evaluation[0]
     assert set(evaluation.data) == {"image", "text", "audio", "pointcloud"}
     assert evaluation.data["audio"].params == {"split": "eval", "count": 1000}
 
@@ -170,6 +170,10 @@ def test_paper_recipes_use_the_papers_spaces_and_settings(name):
     assert written["connector"] == {"name": "mcrx/ex-mcr",
                                     "params": {"hidden_dim": 1024, "blocks": 2}}
     assert raw["retrieval"] == {"temperature": 0.01, "mode": "exact"}
+    # ModelNet40 zero-shot as ULIP evaluates it: its 40 classes, the 64 templates
+    (modelnet,) = [e for e in recipe.evaluation if e.name == "modelnet40"]
+    assert (modelnet.task, modelnet.classes, modelnet.templates) == (
+        "zeroshot", "modelnet40", "modelnet40_64")
     # the paper's memory sizes: 2.31M texts, 1.3M images, 1.8M audio, 0.8M point clouds
     sizes = {"text": 2_310_000, "image": 1_300_000, "audio": 1_800_000, "pointcloud": 800_000}
     assert {m: source.limit for m, source in recipe.memories.items()} == {
