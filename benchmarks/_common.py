@@ -2,8 +2,10 @@
 
 The machine these run on is shared and noisy, so every ratio is measured in the SAME process
 as the work it judges: a plain ``torch.mm`` yardstick right before and right after the
-measured work, same thread count, float32. Each script prints human-readable lines and, as
-its LAST line, one JSON object.
+measured work, same thread count, ON THE SAME DEVICE AND IN THE SAME DTYPE as the work
+(``--device``, ``--precision``: a GPU ratio against a CPU mm would mean nothing). Each
+script prints human-readable lines and, as its LAST line, one JSON object that names the
+device and the precision.
 """
 
 from __future__ import annotations
@@ -20,25 +22,71 @@ from collections.abc import Callable
 import torch
 
 GIB = 2**30
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
 
 
-def mm_yardstick(n: int = 4096, seconds: float = 2.0, min_reps: int = 2) -> dict:
-    """FLOP/s of a plain ``torch.mm`` of two n×n float32 matrices, repeated for ``seconds``.
+def add_device_arguments(parser, precisions: tuple[str, ...] = PRECISIONS) -> None:
+    """``--device`` and ``--precision``, the same in every benchmark."""
+    parser.add_argument("--device", default="cpu",
+                        help="where the work AND its mm yardstick run: cpu, cuda, cuda:N, auto")
+    parser.add_argument("--precision", default="fp32", choices=precisions,
+                        help="matmul inputs of the work and of the yardstick (fp32, tf32, "
+                        "fp16, ...); accumulation is float32")
+
+
+def device_of(name: str) -> torch.device:
+    from mcrx.device import resolve_device
+
+    return resolve_device(name)
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued kernels (a GPU timing without it measures the launch)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class _Operands:
+    """Two n×n matrices on ``device`` in ``precision``'s input dtype, and the product."""
+
+    def __init__(self, n: int, device: torch.device, precision: str) -> None:
+        from mcrx.device import matmul_precision
+
+        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
+        if device.type == "cpu" and dtype != torch.float32:
+            dtype = torch.float32  # the CPU emulates half inputs in float32 arithmetic
+        self.n, self.device = n, device
+        self.context = matmul_precision(precision, device)
+        self.a = torch.randn((n, n), device=device).to(dtype)
+        self.b = torch.randn((n, n), device=device).to(dtype)
+        self.out = torch.empty((n, n), device=device, dtype=dtype)
+
+    def seconds(self) -> float:
+        with self.context:
+            sync(self.device)
+            t = time.perf_counter()
+            torch.mm(self.a, self.b, out=self.out)
+            sync(self.device)
+            return time.perf_counter() - t
+
+
+def mm_yardstick(n: int = 4096, seconds: float = 2.0, min_reps: int = 2,
+                 device: torch.device | str = "cpu", precision: str = "fp32") -> dict:
+    """FLOP/s of a plain ``torch.mm`` of two n×n matrices on ``device`` with ``precision``'s
+    inputs, repeated for ``seconds``.
 
     Returns the median, best and time-averaged rate (GFLOP/s) over the repetitions; the
     median is the yardstick used for ratios (robust to one rep stalled by another job)."""
-    a = torch.randn(n, n)
-    b = torch.randn(n, n)
-    out = torch.empty(n, n)
-    torch.mm(a, b, out=out)  # warm-up: first call pays page faults and MKL set-up
+    operands = _Operands(n, torch.device(device), precision)
+    operands.seconds()  # warm-up: first call pays page faults, MKL / cuBLAS set-up
     rates, began = [], time.perf_counter()
     while len(rates) < min_reps or time.perf_counter() - began < seconds:
-        t = time.perf_counter()
-        torch.mm(a, b, out=out)
-        rates.append(2 * n**3 / (time.perf_counter() - t) / 1e9)
-    del a, b, out
+        rates.append(2 * n**3 / operands.seconds() / 1e9)
+    del operands
     return {
         "n": n,
+        "device": str(device),
+        "precision": precision,
         "reps": len(rates),
         "median_gflops": round(statistics.median(rates), 2),
         "best_gflops": round(max(rates), 2),
@@ -50,20 +98,20 @@ class Probe:
     """One ``torch.mm`` (n×n @ n×n) at a time, to interleave with chunks of measured work so
     that both see the same load from other jobs. ``rates`` keeps every probe (GFLOP/s)."""
 
-    def __init__(self, n: int = 4096) -> None:
-        self.n = n
-        self.a, self.b, self.out = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
-        torch.mm(self.a, self.b, out=self.out)  # warm-up
+    def __init__(self, n: int = 4096, device: torch.device | str = "cpu",
+                 precision: str = "fp32") -> None:
+        self.n, self.device, self.precision = n, str(device), precision
+        self.operands = _Operands(n, torch.device(device), precision)
+        self.operands.seconds()  # warm-up
         self.rates: list[float] = []
 
     def __call__(self) -> float:
-        t = time.perf_counter()
-        torch.mm(self.a, self.b, out=self.out)
-        self.rates.append(2 * self.n**3 / (time.perf_counter() - t) / 1e9)
+        self.rates.append(2 * self.n**3 / self.operands.seconds() / 1e9)
         return self.rates[-1]
 
     def summary(self) -> dict:
-        return {"n": self.n, "reps": len(self.rates),
+        return {"n": self.n, "device": self.device, "precision": self.precision,
+                "reps": len(self.rates),
                 "median_gflops": round(statistics.median(self.rates), 2),
                 "best_gflops": round(max(self.rates), 2)}
 
@@ -152,6 +200,8 @@ def machine() -> dict:
         "cpus": os.cpu_count(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
+        "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        if torch.cuda.is_available() else [],
     }
 
 

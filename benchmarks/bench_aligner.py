@@ -3,6 +3,12 @@
 
     python benchmarks/bench_aligner.py            # 14 steps per run
     python benchmarks/bench_aligner.py --quick    # 4 steps per run
+    python benchmarks/bench_aligner.py --device cuda --precision bf16 --steps 40
+
+``--device`` / ``--precision`` (fp32, tf32, bf16, fp16 = ``training.precision``) place the
+training AND the ``torch.mm`` probes: same device, same input dtype. On a GPU every step
+waits for the device before its timestamp (so a step is its real time, not its launch),
+and the run without ``retain_freed_memory`` (a CPU allocator matter) is skipped.
 
 What runs: ``align`` itself (Accelerate, DataLoader over the pseudo pairs, noise σ² = 0.004 on
 the two noised roles, forward, ``ExMcrLoss``: four symmetric InfoNCE + intra, backward,
@@ -84,6 +90,7 @@ def child(args: argparse.Namespace) -> None:
     if not args.retain:
         mcrx.tuning.retain_freed_memory = lambda: False  # align imports it at call time
 
+    device = C.device_of(args.device)
     batch, steps = args.batch, args.steps
     g = torch.Generator().manual_seed(0)
     rows = batch * steps
@@ -94,27 +101,30 @@ def child(args: argparse.Namespace) -> None:
     spec = ConnectorSpec(leaf_dim=512, parent_dim=512, bridge="text", leaf_modality="audio",
                          parent_modality="image")
     connector = ExMcrConnector(spec, ExMcrParams(hidden_dim=1024, blocks=2))
-    training = Training(batch_size=batch, epochs=1, checkpoint_every=10**9)
+    training = Training(batch_size=batch, epochs=1, checkpoint_every=10**9,
+                        precision=args.precision)
     loss = ExMcrLoss(training.temperature, training.intra_weight)
 
-    probe = C.Probe()
+    probe = C.Probe(device=device, precision=args.precision)
     stamps: list[float] = []
     probe_seconds: list[float] = []
 
     def timed_loss(outputs, batch_rows):
+        C.sync(device)  # the previous step's kernels are done: the stamp is real time
         began = time.perf_counter()
         probe()
         probe_seconds.append(time.perf_counter() - began)
         stamps.append(time.perf_counter())
         return loss(outputs, batch_rows)
 
-    before = C.mm_yardstick(seconds=args.mm_seconds)
+    before = C.mm_yardstick(seconds=args.mm_seconds, device=device, precision=args.precision)
     with tempfile.TemporaryDirectory(prefix="mcrx-bench-aligner-") as tmp:
         began = time.perf_counter()
         result = align(connector, timed_loss, pairs, training, Path(tmp), "bench",
-                       show_progress=False, stop_after_steps=steps)
+                       show_progress=False, stop_after_steps=steps, device=device)
+        C.sync(device)
         total = time.perf_counter() - began
-    after = C.mm_yardstick(seconds=args.mm_seconds)
+    after = C.mm_yardstick(seconds=args.mm_seconds, device=device, precision=args.precision)
     applied = mcrx.tuning._applied
 
     # interval i = stamps[i+1] - stamps[i], minus the probe run at the start of step i+1
@@ -142,6 +152,7 @@ def child(args: argparse.Namespace) -> None:
         "ratio_to_mm": gflops / yard, "ratio_to_mm_bracket": gflops / yard_bracket,
         "ratio_to_mm_executed": counts["flops_per_step_executed"] / step_s / 1e9 / yard,
         "threads": torch.get_num_threads(), **counts,
+        "device": str(device), "precision": args.precision,
     })
 
 
@@ -151,6 +162,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="training steps per run (≥ 3)")
     parser.add_argument("--batch", type=int, default=4096)
     parser.add_argument("--mm-seconds", type=float)
+    C.add_device_arguments(parser)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-retain", dest="retain", action="store_false",
                         help=argparse.SUPPRESS)
@@ -163,13 +175,16 @@ def main() -> None:
     info = C.machine()
     counts = flop_count(args.batch)
     print(f"bench_aligner: Ex-MCR connector (512→[1024→512]×2), batch {args.batch}, "
-          f"{args.steps} steps per run, float32, {info['torch_threads']} threads; "
+          f"{args.steps} steps per run, {args.device}, {args.precision} (mm probes the same), "
+          f"{info['torch_threads']} threads; "
           f"{counts['flops_per_step']:.3e} FLOPs/step counted "
           f"({counts['flops_per_step_executed']:.3e} executed); {info['uptime']}", flush=True)
     base = [__file__, "--child", "--steps", str(args.steps), "--batch", str(args.batch),
-            "--mm-seconds", str(args.mm_seconds)]
+            "--mm-seconds", str(args.mm_seconds), "--device", args.device,
+            "--precision", args.precision]
     retained = C.run_child(base)
-    default = C.run_child(base + ["--no-retain"])
+    on_cpu = C.device_of(args.device).type == "cpu"
+    default = C.run_child(base + ["--no-retain"]) if on_cpu else retained
     print()
     for r in (retained, default):
         print(f"{'with' if r['retain_freed_memory'] else 'without'} retain_freed_memory: "
@@ -182,7 +197,8 @@ def main() -> None:
         retained["step_seconds"] * retained["mm_gflops"])
     print(f"retain_freed_memory speed-up: {speedup:.2f}× (load-corrected {speedup_corrected:.2f}×)")
     C.emit({
-        "benchmark": "aligner", "quick": args.quick, **info, "batch": args.batch,
+        "benchmark": "aligner", "quick": args.quick, **info, "device": retained["device"],
+        "precision": args.precision, "batch": args.batch,
         "steps": args.steps, **counts,
         "samples_per_s": round(retained["samples_per_s"], 1),
         "step_seconds": round(retained["step_seconds"], 3),

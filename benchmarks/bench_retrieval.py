@@ -3,6 +3,12 @@ FLOP/s, and peak RSS against the size of the memories.
 
     python benchmarks/bench_retrieval.py            # 100k queries × 100k memory × 512-d
     python benchmarks/bench_retrieval.py --quick    # 16k × 16k (under a minute)
+    python benchmarks/bench_retrieval.py --device cuda --precision fp16   # on a GPU
+
+``--device`` / ``--precision`` (fp32, tf32, fp16) place the work AND the ``torch.mm``
+yardstick: same device, same input dtype, same run. On a GPU the memory is moved to the
+device once (in float16 for fp16, as a run with ``memory_dtype: float16`` does), timings
+wait for the device, and peak GPU memory (``torch.cuda.max_memory_allocated``) is reported.
 
 Useful FLOPs counted: 2·Q·M·d for the similarities + 2·Q·M·d_v for the weighted sum
 (d_v = d: the memory is its own value). The exp / max / sum passes are not counted.
@@ -77,6 +83,28 @@ def implementation(spec: str | None):
     return getattr(importlib.import_module(module), name)
 
 
+def placed(args: argparse.Namespace):
+    """(device, retrieval keyword arguments, function moving a memory to the device)."""
+    import torch
+
+    device = C.device_of(args.device)
+    options = ({} if device.type == "cpu" and args.precision == "fp32"
+               else {"precision": args.precision, "device": device})
+    half = args.precision == "fp16" and device.type != "cpu"
+
+    def place(rows: torch.Tensor) -> torch.Tensor:
+        return rows.to(device, torch.float16 if half else torch.float32)
+
+    return device, options, place
+
+
+def retrieve_synced(soft_retrieve, wait_on, *args, **kwargs):
+    """``soft_retrieve(*args, **kwargs)``, returning once ``wait_on``'s kernels are done."""
+    out = soft_retrieve(*args, **kwargs)
+    C.sync(wait_on)
+    return out
+
+
 def child(args: argparse.Namespace) -> None:
     """One measurement in a fresh process (the parent passes ``--child``)."""
     import torch
@@ -85,24 +113,29 @@ def child(args: argparse.Namespace) -> None:
     from mcrx.tuning import retain_freed_memory
 
     soft_retrieve = implementation(args.impl)
+    device, options, place = placed(args)
     retained = retain_freed_memory() if args.retain else False
     rss_after_import = C.peak_rss_bytes()
-    before = C.mm_yardstick(seconds=args.mm_seconds)
+    before = C.mm_yardstick(seconds=args.mm_seconds, device=device, precision=args.precision)
 
     (keys, queries), load_s = C.timed(
-        lambda: (Memory(args.dir / "memory").tensor(), Memory(args.dir / "queries").tensor())
+        lambda: (place(Memory(args.dir / "memory").tensor()),
+                 place(Memory(args.dir / "queries").tensor()))
     )
     queries = queries[: args.queries]
-    data_bytes = keys.numel() * 4 + queries.numel() * 4
+    data_bytes = keys.numel() * keys.element_size() + queries.numel() * queries.element_size()
     status_loaded = C.proc_status()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
 
     (out,), seconds = C.timed(
-        soft_retrieve, queries, keys, None, 0.01,
-        query_block=args.query_block, memory_block=args.memory_block,
+        retrieve_synced, soft_retrieve, device, queries, keys, None, 0.01,
+        query_block=args.query_block, memory_block=args.memory_block, **options,
     )
     peak = C.peak_rss_bytes()
     status_peak = C.proc_status()  # VmHWM: this process's own peak (see C.peak_rss_bytes)
-    after = C.mm_yardstick(seconds=args.mm_seconds)
+    gpu_peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    after = C.mm_yardstick(seconds=args.mm_seconds, device=device, precision=args.precision)
 
     q, m, d = queries.shape[0], keys.shape[0], keys.shape[1]
     flops = 2 * q * m * d + 2 * q * m * d
@@ -111,13 +144,16 @@ def child(args: argparse.Namespace) -> None:
 
     # exactness on a few rows against a float64 dense reference (after the RSS reading)
     check = min(256, q)
-    q64 = torch.nn.functional.normalize(queries[:check].double(), dim=-1)
-    reference = torch.softmax(q64 @ keys.double().T / 0.01, dim=1) @ keys.double()
+    keys64 = keys.cpu().double()
+    q64 = torch.nn.functional.normalize(queries[:check].cpu().double(), dim=-1)
+    reference = torch.softmax(q64 @ keys64.T / 0.01, dim=1) @ keys64
     reference = torch.nn.functional.normalize(reference, dim=-1)
-    max_abs_diff = float((out[:check].double() - reference).abs().max())
+    max_abs_diff = float((out[:check].cpu().double() - reference).abs().max())
+    one_minus_cos = 1 - (out[:check].cpu().double() * reference).sum(dim=1)
 
     print(f"Q={q:,} M={m:,} d={d} blocks=({args.query_block}, {args.memory_block}) "
-          f"retain={retained}: {seconds:.2f} s, {gflops:.1f} GFLOP/s; mm before "
+          f"{device} {args.precision} retain={retained}: {seconds:.2f} s, {gflops:.1f} "
+          f"GFLOP/s; mm before "
           f"{before['median_gflops']:.1f} after {after['median_gflops']:.1f} → ratio "
           f"{gflops / yard:.3f}; peak RSS {C.gib(peak)} GiB; max|Δ| vs fp64 {max_abs_diff:.1e}")
     C.emit({
@@ -129,6 +165,8 @@ def child(args: argparse.Namespace) -> None:
         "peak_rss_bytes": peak, "rss_after_import_bytes": rss_after_import,
         "data_bytes": data_bytes, "status_loaded": status_loaded, "status_peak": status_peak,
         "max_abs_diff_vs_fp64": max_abs_diff, "threads": torch.get_num_threads(),
+        "mean_one_minus_cos_vs_fp64": float(one_minus_cos.mean()),
+        "device": str(device), "precision": args.precision, "gpu_peak_bytes": gpu_peak,
     })
 
 
@@ -140,20 +178,21 @@ def sweep_child(args: argparse.Namespace) -> None:
     from mcrx.tuning import retain_freed_memory
 
     soft_retrieve = implementation(args.impl)
+    device, options, place = placed(args)
     retain_freed_memory()
     settings = [tuple(int(x) for x in b.split("x")) for b in args.sweep.split(",")]
-    keys = Memory(args.dir / "memory").tensor()
-    queries = Memory(args.dir / "queries").tensor()[: args.queries]
+    keys = place(Memory(args.dir / "memory").tensor())
+    queries = place(Memory(args.dir / "queries").tensor())[: args.queries]
     chunk = max(qb for qb, _ in settings)  # every chunk is whole query blocks for all
-    probe = C.Probe()
+    probe = C.Probe(device=device, precision=args.precision)
     spent = {s: 0.0 for s in settings}
     flops = {s: 0 for s in settings}
     m, d = keys.shape
     for start in range(0, queries.shape[0], chunk):
         part = queries[start : start + chunk]
         for qb, mb in settings:
-            _, seconds = C.timed(soft_retrieve, part, keys, None, 0.01,
-                                 query_block=qb, memory_block=mb)
+            _, seconds = C.timed(retrieve_synced, soft_retrieve, device, part, keys, None,
+                                 0.01, query_block=qb, memory_block=mb, **options)
             spent[qb, mb] += seconds
             flops[qb, mb] += 4 * part.shape[0] * m * d
             rate = probe()
@@ -170,7 +209,8 @@ def sweep_child(args: argparse.Namespace) -> None:
             "gflops": round(gflops, 2), "mm_gflops": yard["median_gflops"],
             "ratio_to_mm": round(gflops / yard["median_gflops"], 4), "peak_rss_bytes": None,
         })
-    C.emit({"sweep": rows, "probes": yard, "threads": torch.get_num_threads()})
+    C.emit({"sweep": rows, "probes": yard, "threads": torch.get_num_threads(),
+            "device": str(device), "precision": args.precision})
 
 
 def main() -> None:
@@ -186,6 +226,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the memories on disk")
     parser.add_argument("--impl", help="benchmark another implementation with soft_retrieve's "
                         "signature instead, as module:function (e.g. a candidate patch)")
+    C.add_device_arguments(parser, precisions=("fp32", "tf32", "fp16"))
     # child mode (internal)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--sweep", help=argparse.SUPPRESS)
@@ -211,7 +252,8 @@ def main() -> None:
               for b in (args.blocks or default_blocks).split(",")]
 
     info = C.machine()
-    print(f"bench_retrieval: {queries:,} queries × {memory:,} memory × {args.dim}-d, float32, "
+    print(f"bench_retrieval: {queries:,} queries × {memory:,} memory × {args.dim}-d on "
+          f"{args.device}, {args.precision} inputs (mm yardstick the same), "
           f"{info['torch_threads']} torch threads; {info['uptime']}", flush=True)
     work = args.dir or Path(tempfile.mkdtemp(prefix="mcrx-bench-retrieval-"))
     try:
@@ -222,7 +264,8 @@ def main() -> None:
         print(f"wrote memories ({C.gib(written['disk_bytes'])} GiB on disk) in "
               f"{time.perf_counter() - began:.1f} s", flush=True)
 
-        base = [__file__, "--child", "--dir", str(work), "--mm-seconds", str(mm_seconds)]
+        base = [__file__, "--child", "--dir", str(work), "--mm-seconds", str(mm_seconds),
+                "--device", args.device, "--precision", args.precision]
         if args.impl:
             base += ["--impl", args.impl]
         print(f"sweep on {sweep_queries:,} queries × {memory:,} memory, round-robin:",
@@ -262,7 +305,9 @@ def main() -> None:
           f"RSS after importing torch {C.gib(full['rss_after_import_bytes'])} GiB; "
           f"soft_retrieve's own peak (peak − RSS with the data loaded) {C.gib(work_rss)} GiB")
     C.emit({
-        "benchmark": "retrieval", "quick": quick, **info,
+        "benchmark": "retrieval", "quick": quick, **info, "device": full["device"],
+        "precision": args.precision, "gpu_peak_gib": C.gib(full["gpu_peak_bytes"] or 0),
+        "mean_one_minus_cos_vs_fp64": full["mean_one_minus_cos_vs_fp64"],
         "implementation": args.impl or "mcrx.methods.retrieval:soft_retrieve",
         "queries": queries, "memory": memory, "dim": args.dim,
         "best_query_block": full["query_block"], "best_memory_block": full["memory_block"],
