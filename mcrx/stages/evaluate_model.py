@@ -90,6 +90,21 @@ def class_names(evaluation: EvaluationSet, where: str) -> list[str] | None:
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
+def labels_by_name(path: Path, names: list[str], limit: int | None, where: str) -> np.ndarray:
+    """Class indices of a .txt labels file in the order of ``classes`` (a line is a class
+    name, or an integer index), not in the sorted order a plain labels file gets."""
+    lines = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+    lines = lines[:limit] if limit else lines
+    if all(line.lstrip("-").isdigit() for line in lines):
+        return np.asarray([int(line) for line in lines])
+    index = {name: i for i, name in enumerate(names)}
+    unknown = sorted({line for line in lines if line not in index})
+    if unknown:
+        raise McrxError(f"{where}.labels: {path} names classes that are not in 'classes': "
+                        f"{unknown[:5]}{' …' if len(unknown) > 5 else ''}")
+    return np.asarray([index[line] for line in lines])
+
+
 def prompt_embeddings(run, model: UnifiedModel, evaluation: EvaluationSet,
                       where: str) -> tuple[Embeddings, list[str]]:
     """Native text rows of the zero-shot prompts with their class index, and class names."""
@@ -229,6 +244,10 @@ def score_sets(run, model: UnifiedModel, sets: list[EvaluationSet],
                 prompt_rows.labels, len(names))
             scored.zeroshot[evaluation.name] = {}
             for modality, rows in unified.items():
+                source = evaluation.data[modality]
+                if source.labels is not None and Path(source.labels).suffix != ".npy":
+                    labels[modality] = labels_by_name(source.labels, names, source.limit,
+                                                      f"evaluation.{j}.data.{modality}")
                 if labels[modality] is None:
                     raise McrxError(f"evaluation.{j}.data.{modality}: zero-shot items need "
                                     "class labels (a dataset with labels, or 'labels:')")

@@ -17,10 +17,12 @@ from typer.testing import CliRunner
 
 import mcrx
 from mcrx.cli import app
+from mcrx.errors import McrxError
 from mcrx.infer.official import import_official
 from mcrx.metrics.retrieval import retrieval_metrics
 from mcrx.plugin.manager import get_registry
 from mcrx.recipe import load_recipe
+from mcrx.stages.evaluate_model import labels_by_name
 from mcrx.stages.extend import extend
 
 ZEROSHOT = {"name": "zeroshot", "task": "zeroshot", "dataset": "toy/world",
@@ -68,6 +70,7 @@ def test_extend_reports_zeroshot_and_pictures(trained):
     assert metrics["training"]["toy/clap"]["losses"][-1][0] == metrics["training"]["toy/clap"][
         "steps"]
     assert metrics["gap"]["audio~text"]["before"]["space"] == "toy/clap"
+    assert set(metrics["timings"]) >= {"2 · pseudo pairs", "3 · train connectors"}
     report = (run / "report.md").read_text()
     for file in metrics["figures"].values():
         assert (run / file).is_file() and f"]({file})" in report
@@ -163,3 +166,16 @@ def test_bad_evaluation_files_name_the_field(trained, tmp_path):
     assert "evaluation.0" in result.output and "'classes'" in result.output
     result = CliRunner().invoke(app, ["evaluate", str(path)])
     assert result.exit_code == 1 and "at least one model folder" in result.output
+
+
+def test_text_labels_follow_the_order_of_classes(tmp_path):
+    path = tmp_path / "labels.txt"
+    path.write_text("rain\ndog\n\nrain\n")
+    # np.unique would give dog 0, rain 1; the classes list says rain 0, dog 1
+    assert labels_by_name(path, ["rain", "dog"], None, "x").tolist() == [0, 1, 0]
+    assert labels_by_name(path, ["rain", "dog"], 2, "x").tolist() == [0, 1]
+    path.write_text("2\n0\n")
+    assert labels_by_name(path, ["a", "b", "c"], None, "x").tolist() == [2, 0]
+    path.write_text("cat\n")
+    with pytest.raises(McrxError, match="not in 'classes'"):
+        labels_by_name(path, ["rain", "dog"], None, "evaluation.0.data.audio")
