@@ -29,7 +29,7 @@ def test_list_plugins_json():
     assert result.exit_code == 0
     plugins = {entry["name"]: entry for entry in json.loads(result.stdout)}
     assert {"mcrx", "toy"} <= set(plugins)
-    assert plugins["toy"]["spaces"] == ["toy/clap", "toy/clip", "toy/ulip"]
+    assert plugins["toy"]["spaces"] == ["toy/clap", "toy/clip", "toy/haptic", "toy/ulip"]
     assert plugins["toy"]["datasets"] == ["toy/world"]
     assert plugins["mcrx"]["version"]
 
