@@ -102,3 +102,38 @@ def test_training_loss_precision_against_float64(precision, bound):
     assert loss.dtype == torch.float32  # the logsumexps ran in float32
     loss, exact = float(loss.detach()), float(exact.detach())
     assert abs(loss - exact) / exact < bound, (precision, loss, exact)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_half_precision_training_resumes_to_the_uninterrupted_result(tmp_path, precision):
+    """bf16 / fp16 autocast through the whole aligner on the CPU; fp16's loss scaler is
+    checkpointed with the rest, so a run stopped and resumed ends where an uninterrupted
+    one does."""
+    from mcrx.recipe.schema import Training
+    from mcrx.train.aligner import align
+
+    generator = torch.Generator().manual_seed(2)
+    pairs = {role: F.normalize(torch.randn((512, 32), generator=generator), dim=-1)
+             for role in ("leaf_x", "leaf_bridge", "parent_bridge", "parent_y")}
+    spec = ConnectorSpec(leaf_dim=32, parent_dim=32, bridge="text", leaf_modality="audio",
+                         parent_modality="image")
+    training = Training(batch_size=128, epochs=3, checkpoint_every=4, precision=precision,
+                        loss_every=3)
+
+    def fresh() -> ExMcrConnector:
+        torch.manual_seed(0)
+        return ExMcrConnector(spec, ExMcrParams(hidden_dim=64))
+
+    whole = fresh()
+    align(whole, ExMcrLoss(), pairs, training, tmp_path / "whole", "f", show_progress=False)
+    resumed = fresh()
+    align(resumed, ExMcrLoss(), pairs, training, tmp_path / "cut", "f", show_progress=False,
+          stop_after_steps=6)
+    resumed = fresh()
+    result = align(resumed, ExMcrLoss(), pairs, training, tmp_path / "cut", "f",
+                   show_progress=False)
+    assert result.resumed_from == 4
+    assert [step for step, _ in result.losses] == [6, 9, 12]  # every loss_every steps
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(),
+                            strict=True):
+        assert torch.equal(a, b), name
