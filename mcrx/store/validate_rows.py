@@ -38,6 +38,7 @@ def bad_rows(array: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _describe(indices: np.ndarray, kind: str) -> str:
+    kind = kind.replace("rows", "row", 1) if len(indices) == 1 else kind
     return f"{len(indices):,} {kind} (first: row {int(indices[0])})"
 
 
