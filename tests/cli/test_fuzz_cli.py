@@ -5,8 +5,10 @@ as real processes. Every try must end with exit code 0 or 1 and no traceback, an
 input accepted silently).
 
 Bounded: ``MCRX_FUZZ_VALIDATE`` (default 15) and ``MCRX_FUZZ_EXTEND`` (default 1) tries,
-derandomised so CI is reproducible; ``MCRX_FUZZ_RANDOM=1`` explores new inputs, and
-``MCRX_FUZZ_REPORT=file.json`` writes the count of each outcome per kind of try."""
+derandomised so CI is reproducible; ``MCRX_FUZZ_RANDOM=1`` explores new inputs,
+``MCRX_FUZZ_EXTEND_ACCEPTED=N`` runs ``extend`` on the first N hostile recipes ``validate``
+accepted (the test of "accepted silently"), and ``MCRX_FUZZ_REPORT=file.json`` writes the
+count of each outcome per kind of try, and the tries validate accepted."""
 
 from __future__ import annotations
 
@@ -32,11 +34,13 @@ from conftest import small_recipe  # noqa: E402
 
 VALIDATE_TRIES = int(os.environ.get("MCRX_FUZZ_VALIDATE", "15"))
 EXTEND_TRIES = int(os.environ.get("MCRX_FUZZ_EXTEND", "1"))
+EXTEND_ACCEPTED = int(os.environ.get("MCRX_FUZZ_EXTEND_ACCEPTED", "0"))
 FUZZ = settings(deadline=None, database=None, derandomize=not os.environ.get("MCRX_FUZZ_RANDOM"),
                 suppress_health_check=list(HealthCheck), print_blob=True)
 
-#: outcome counts per kind of try, for MCRX_FUZZ_REPORT
+#: outcome counts per kind of try, and the hostile tries validate accepted, for the report
 OUTCOMES: dict[str, Counter] = {}
+ACCEPTED: list[str] = []
 
 
 def tiny_recipe(name: str) -> dict:
@@ -123,8 +127,8 @@ def run_mcrx(args: list[str | bytes], cwd: Path, cache: Path) -> subprocess.Comp
                           capture_output=True, timeout=600)
 
 
-def nan_metrics(out: Path) -> list[str]:
-    """Paths of the non-finite numbers in OUT/metrics.json."""
+def nan_metrics(metrics: str) -> list[str]:
+    """Paths of the non-finite numbers in a metrics document (``extend --json``)."""
     def walk(value: Any, where: str) -> list[str]:
         if isinstance(value, dict):
             return [p for k, v in value.items() for p in walk(v, f"{where}.{k}")]
@@ -134,11 +138,10 @@ def nan_metrics(out: Path) -> list[str]:
             return [where]
         return []
 
-    return walk(json.loads((out / "metrics.json").read_text()), "metrics")
+    return walk(json.loads(metrics), "metrics")
 
 
-def judge(kind: str, command: str, done: subprocess.CompletedProcess,
-          out: Path | None = None) -> str:
+def judge(kind: str, command: str, done: subprocess.CompletedProcess) -> str:
     """The outcome of one try (counted per kind); fails the test on a defect."""
     stderr = done.stderr.decode("utf-8", "replace")
     counts = OUTCOMES.setdefault(f"{command}:{kind}", Counter())
@@ -150,8 +153,8 @@ def judge(kind: str, command: str, done: subprocess.CompletedProcess,
         counts["clean errors"] += 1
         assert stderr.strip(), "exit 1 without a message"
         return "error"
-    if out is not None:
-        bad = nan_metrics(out)
+    if command == "extend":  # run with --json: the metrics are on stdout
+        bad = nan_metrics(done.stdout.decode("utf-8", "replace"))
         if bad:
             counts["silent acceptances"] += 1
             pytest.fail(f"extend exit 0 with non-finite metrics {bad[:5]}")
@@ -212,7 +215,8 @@ def fuzz_dirs(cache_dir):
         yield work, cache_dir
     report = os.environ.get("MCRX_FUZZ_REPORT")
     if report:
-        Path(report).write_text(json.dumps(OUTCOMES, indent=2, sort_keys=True))
+        Path(report).write_text(json.dumps(
+            {"outcomes": OUTCOMES, "validate accepted": ACCEPTED}, indent=2, sort_keys=True))
 
 
 tries = st.one_of(
@@ -271,8 +275,14 @@ def test_fuzz_validate(fuzz_dirs):
     def one(base, try_):
         path, overrides = prepare(base, try_, work)
         done = run_mcrx(["validate", str(path), *set_args(overrides)], work, cache)
-        judge(try_[0], "validate", done)
+        verdict = judge(try_[0], "validate", done)
         assert not (work / "pwned").exists(), "a recipe ran code"
+        if verdict == "ok":
+            ACCEPTED.append(f"{base} {try_!r}"[:500])
+            if OUTCOMES.get(f"extend:{try_[0]}", Counter())["tries"] < EXTEND_ACCEPTED:
+                done = run_mcrx(["extend", str(path), "--no-progress", "--json",
+                                 *set_args(overrides)], work, cache)
+                judge(try_[0], "extend", done)
 
     one()
 
@@ -306,14 +316,13 @@ def test_fuzz_extend(fuzz_dirs):
     @given(base=st.sampled_from(sorted(BASES)), edits=plausible)
     def one(base, edits):
         raw = copy.deepcopy(BASES[base])
-        out = work / f"out-{OUTCOMES.get('validate:plausible', Counter())['tries']}"
-        raw["output"] = str(out)
+        raw["output"] = str(work / f"out-{OUTCOMES.get('validate:plausible', Counter())['tries']}")
         for key, value in edits:
             set_path(raw, key, value)
         path = write_recipe(raw, work)
         if judge("plausible", "validate", run_mcrx(["validate", str(path)], work, cache)) != "ok":
             return
-        done = run_mcrx(["extend", str(path), "--no-progress"], work, cache)
-        judge("plausible", "extend", done, out if done.returncode == 0 else None)
+        done = run_mcrx(["extend", str(path), "--no-progress", "--json"], work, cache)
+        judge("plausible", "extend", done)
 
     one()
