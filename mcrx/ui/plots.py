@@ -181,8 +181,8 @@ def write_figures(models: Sequence[tuple[str, dict[str, Any]]], folder: Path,
                                                     folder / f"{prefix}losses.png")
         written[f"Modality gap{tag}"] = gap_chart(
             metrics.get("gap", {}), folder / f"{prefix}gap.png",
-            title=f"Modality gap{tag}: matched vs random pairs (no orange: in no one source "
-            "space)")
+            title=f"Modality gap{tag}: matched vs random pairs\n(orange: inside the source "
+            "space that holds both, where one does)")
         if pca and pca.get(label):
             written[f"PCA of the unified space{tag}"] = pca_chart(
                 pca[label], folder / f"{prefix}pca.png",

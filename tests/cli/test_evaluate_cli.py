@@ -166,6 +166,10 @@ def test_bad_evaluation_files_name_the_field(trained, tmp_path):
     assert "evaluation.0" in result.output and "'classes'" in result.output
     result = CliRunner().invoke(app, ["evaluate", str(path)])
     assert result.exit_code == 1 and "at least one model folder" in result.output
+    path.write_text(yaml.safe_dump({"evaluation": [ZEROSHOT], "evalution": []}))
+    result = CliRunner().invoke(app, ["evaluate", str(run / "model"), str(path)])
+    assert result.exit_code == 1 and "evalution" in result.output and "unknown field" in (
+        result.output)
 
 
 def test_text_labels_follow_the_order_of_classes(tmp_path):
