@@ -67,7 +67,12 @@ def embed_source(run: Run, source: DataSource, modality: str, space_name: str, w
         labels = read_labels(source.labels) if source.labels else None
         if labels is not None and source.limit:
             labels = labels[: source.limit]
-        array, labels = check_rows(array, labels, str(path), drop=run.drop_bad_rows)
+        # dropping: memories only, a row bad in any space dropped from all (row alignment);
+        # evaluation rows are always refused (dropping would shift paired ground truth)
+        drop = run.drop_bad_rows and what.startswith("memories")
+        siblings = [read_embeddings(other) for name, other in source.embeddings.items()
+                    if name != space_name] if drop else []
+        array, labels = check_rows(array, labels, str(path), drop, siblings)
         # one copy out of the file (it may be memory-mapped), normalised in place
         rows = normalize_rows_(torch.from_numpy(np.array(array, dtype=np.float32)))
         fingerprint = fingerprint_of(str(path), stat.st_size, stat.st_mtime_ns, source.limit)

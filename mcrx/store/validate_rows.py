@@ -11,6 +11,7 @@ that step instead of finishing at chance.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -42,22 +43,30 @@ def _describe(indices: np.ndarray, kind: str) -> str:
     return f"{len(indices):,} {kind} (first: row {int(indices[0])})"
 
 
-def check_rows(array: Any, labels: np.ndarray | None, where: str,
-               drop: bool = False) -> tuple[Any, np.ndarray | None]:
+def check_rows(array: Any, labels: np.ndarray | None, where: str, drop: bool = False,
+               siblings: Sequence[Any] = ()) -> tuple[Any, np.ndarray | None]:
     """``(array, labels)`` when every row is usable; otherwise an McrxError naming ``where``
     (a file) and the first bad row, or with ``drop`` the good rows only (labels alike) and
-    a printed count. A set whose rows all point the same way is refused either way: its
+    a printed count. ``siblings``: the same items' rows in the other spaces (a bridge
+    memory is row aligned across spaces): a row bad in any of them is dropped from all, so
+    the alignment holds. A set whose rows all point the same way is refused either way: its
     similarities carry no information (every retrieval ties)."""
     non_finite, zero = bad_rows(array)
-    if len(non_finite) or len(zero):
+    elsewhere = np.zeros(0, dtype=np.int64)
+    if drop:
+        for other in siblings:  # the union keeps row i of every space the same item
+            elsewhere = np.union1d(elsewhere, np.concatenate(bad_rows(other[: len(array)])))
+        elsewhere = np.setdiff1d(elsewhere, np.union1d(non_finite, zero))
+    if len(non_finite) or len(zero) or len(elsewhere):
         found = ", ".join(
-            _describe(ix, kind) for ix, kind in ((non_finite, "rows with NaN or infinite "
-                                                  "values"), (zero, "all-zero rows")) if len(ix))
+            _describe(ix, kind) for ix, kind in (
+                (non_finite, "rows with NaN or infinite values"), (zero, "all-zero rows"),
+                (elsewhere, "rows bad in another space's file")) if len(ix))
         if not drop:
             raise McrxError(f"{where}: {found}; fix the embeddings, or pass --drop-bad-rows "
                             "to leave such rows out (and count them)")
         keep = np.ones(len(array), dtype=bool)
-        keep[non_finite], keep[zero] = False, False
+        keep[non_finite], keep[zero], keep[elsewhere] = False, False, False
         if not keep.any():
             raise McrxError(f"{where}: every row is bad ({found})")
         from rich.markup import escape

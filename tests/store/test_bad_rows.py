@@ -52,6 +52,17 @@ def test_dropping_keeps_good_rows_and_their_labels_and_counts(capsys):
     assert "dropped 3 of 50 rows" in capsys.readouterr().err
 
 
+def test_dropping_a_bridge_memory_keeps_its_spaces_row_aligned():
+    """Row i of the text memory is the same caption in CLAP and in CLIP: a row bad in either
+    file is dropped from both, or pseudo pairs would pair different captions."""
+    clap, clip = rows(40, 6, seed=1), rows(40, 9, seed=2)
+    clap[5, 0], clip[17] = np.nan, 0.0
+    kept_clap, _ = check_rows(clap, None, "text-clap.npy", drop=True, siblings=[clip])
+    kept_clip, _ = check_rows(clip, None, "text-clip.npy", drop=True, siblings=[clap])
+    np.testing.assert_array_equal(kept_clap, np.delete(clap, [5, 17], axis=0))
+    np.testing.assert_array_equal(kept_clip, np.delete(clip, [5, 17], axis=0))
+
+
 def test_every_row_bad_or_all_rows_equal_is_refused_even_when_dropping():
     with pytest.raises(McrxError, match="every row is bad"):
         check_rows(np.full((5, 4), np.nan, np.float32), None, "x.npy", drop=True)
