@@ -34,8 +34,8 @@ ZEROSHOT = {"name": "zeroshot", "task": "zeroshot", "dataset": "toy/world",
 def trained(tmp_path_factory, cache_dir, make_small_recipe):
     os.environ["MCRX_CACHE_DIR"] = str(cache_dir)  # module scope: before the autouse fixture
     out = tmp_path_factory.mktemp("evaluate")
-    raw = make_small_recipe("demo.yaml", out / "run")
-    raw["evaluation"].append(ZEROSHOT)
+    raw = make_small_recipe("demo.yaml", out / "run")  # its sets: heldout, zeroshot
+    assert [s["name"] for s in raw["evaluation"]] == ["heldout", "zeroshot"]
     path = out / "recipe.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     metrics = extend(load_recipe(path, registry=get_registry()), get_registry(),
