@@ -93,8 +93,10 @@ class BatchNormAcrossProcesses(nn.BatchNorm1d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or world_size() == 1:
             return super().forward(x)
-        # the row count travels with the sums: same device and dtype (NCCL refuses a CPU
-        # tensor beside CUDA ones)
+        # statistics in float32 even under bf16/fp16 autocast (a no-op in float32); the row
+        # count travels with the sums on the same device (NCCL refuses a CPU tensor beside
+        # CUDA ones)
+        x = x.float()
         count = torch.full((1,), float(x.shape[0]), device=x.device, dtype=x.dtype)
         moments = torch.cat([x.sum(0), (x * x).sum(0), count])  # one all-reduce for all
         moments = _all_reduce_sum(moments)
