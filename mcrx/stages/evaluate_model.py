@@ -105,12 +105,12 @@ def labels_by_name(path: Path, names: list[str], limit: int | None, where: str) 
     return np.asarray([index[line] for line in lines])
 
 
-def prompt_embeddings(run, model: UnifiedModel, evaluation: EvaluationSet,
+def prompt_embeddings(run, space: str, evaluation: EvaluationSet,
                       where: str) -> tuple[Embeddings, list[str]]:
-    """Native text rows of the zero-shot prompts with their class index, and class names."""
+    """The zero-shot prompts as text rows of ``space`` with their class index, and the
+    class names."""
     from mcrx.stages.encode import embed_source
 
-    space = model.space_of(PROMPT_MODALITY)
     names = class_names(evaluation, where)
     if evaluation.prompts is not None:  # labelled text items (the toy world's texts)
         rows = embed_source(run, evaluation.prompts, PROMPT_MODALITY, space, f"{where}.prompts")
@@ -227,6 +227,37 @@ def source_space_gaps(run, model: UnifiedModel, evaluation: EvaluationSet,
     return before
 
 
+def score_zeroshot(run, model: UnifiedModel, evaluation: EvaluationSet,
+                   data: dict[str, Embeddings], unified: dict[str, torch.Tensor],
+                   labels: dict[str, Any], where: str) -> dict[str, dict]:
+    """Modality → zero-shot metrics in the unified space, each with ``native``: the same
+    classification inside the item's own source space when that space has text too (CLAP's
+    own ESC-50 figure beside the unified one)."""
+    space = model.space_of(PROMPT_MODALITY)
+    prompt_rows, names = prompt_embeddings(run, space, evaluation, where)
+    prototypes = class_prototypes(model.project(space, PROMPT_MODALITY, prompt_rows.rows),
+                                  prompt_rows.labels, len(names))
+    results = {}
+    for modality, rows in unified.items():
+        source = evaluation.data[modality]
+        if source.labels is not None and Path(source.labels).suffix != ".npy":
+            labels[modality] = labels_by_name(source.labels, names, source.limit,
+                                              f"{where}.data.{modality}")
+        if labels[modality] is None:
+            raise McrxError(f"{where}.data.{modality}: zero-shot items need class labels (a "
+                            "dataset with labels, or 'labels:')")
+        results[modality] = zeroshot_metrics(rows, labels[modality], prototypes, names)
+        own = model.space_of(modality)
+        if own != space and PROMPT_MODALITY in model.manifest["spaces"][own]["modalities"]:
+            own_prompts, _ = prompt_embeddings(run, own, evaluation, where)
+            native = zeroshot_metrics(
+                data[modality].rows, labels[modality],
+                class_prototypes(own_prompts.rows, own_prompts.labels, len(names)), names)
+            results[modality]["native"] = {"space": own, **{
+                k: v for k, v in native.items() if k.startswith(("top", "mean_per"))}}
+    return results
+
+
 def score_sets(run, model: UnifiedModel, sets: list[EvaluationSet],
                native: dict[str, dict[str, Embeddings]], with_pictures: bool = True
                ) -> ScoredSets:
@@ -237,22 +268,8 @@ def score_sets(run, model: UnifiedModel, sets: list[EvaluationSet],
         unified = {m: model.project(model.space_of(m), m, e.rows) for m, e in data.items()}
         labels = {m: e.labels for m, e in data.items()}
         if evaluation.task == "zeroshot":
-            prompt_rows, names = prompt_embeddings(run, model, evaluation, f"evaluation.{j}")
-            prototypes = class_prototypes(
-                model.project(model.space_of(PROMPT_MODALITY), PROMPT_MODALITY,
-                              prompt_rows.rows),
-                prompt_rows.labels, len(names))
-            scored.zeroshot[evaluation.name] = {}
-            for modality, rows in unified.items():
-                source = evaluation.data[modality]
-                if source.labels is not None and Path(source.labels).suffix != ".npy":
-                    labels[modality] = labels_by_name(source.labels, names, source.limit,
-                                                      f"evaluation.{j}.data.{modality}")
-                if labels[modality] is None:
-                    raise McrxError(f"evaluation.{j}.data.{modality}: zero-shot items need "
-                                    "class labels (a dataset with labels, or 'labels:')")
-                scored.zeroshot[evaluation.name][modality] = zeroshot_metrics(
-                    rows, labels[modality], prototypes, names)
+            scored.zeroshot[evaluation.name] = score_zeroshot(
+                run, model, evaluation, data, unified, labels, f"evaluation.{j}")
             continue
         if evaluation.ground_truth == "items":
             # item ids come from 'labels:' files only (a dataset's own labels are classes)

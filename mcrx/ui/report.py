@@ -127,19 +127,23 @@ def _zeroshot_md(models: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
         return []
     header = ["set/items"]
     for label, _ in models:
-        header += [f"{label} top-1", "top-3", "top-5", "mean per class"]
+        header += [f"{label} top-1", "top-3", "top-5", "mean per class", "native top-1"]
     body = []
     for key in keys:
         row, chance = [key], None
         for _, metrics in models:
             zs = metrics.get("zeroshot", {}).get(key) or {}
             row += [_fmt(zs.get(k)) for k in ("top1", "top3", "top5", "mean_per_class")]
+            native = zs.get("native")
+            row.append(f"{_fmt(native['top1'])} ({native['space']})" if native else "—")
             chance = chance or zs.get("chance_top1")
         body.append(row + [_fmt(chance), str(next(
             (m["zeroshot"][key]["n"] for _, m in models if key in m.get("zeroshot", {})), 0))])
     return _section("Zero-shot classification",
                     "Items classified against one text prototype per class (every prompt "
-                    "normalised, averaged per class, renormalised; cosine), in percent.",
+                    "normalised, averaged per class, renormalised; cosine), in percent. "
+                    "*native*: the same inside the items' own source space, against its own "
+                    "text encoder.",
                     _md_table(header + ["chance top-1", "n"], body))
 
 

@@ -67,6 +67,10 @@ def test_extend_reports_zeroshot_and_pictures(trained):
     for values in metrics["zeroshot"].values():
         assert values["top1"] > 5 * values["chance_top1"]  # aligned far above chance
         assert values["top5"] >= values["top3"] >= values["top1"]
+    # audio's own space has text: CLAP's own zero-shot figure beside the unified one
+    assert metrics["zeroshot"]["zeroshot/audio"]["native"]["space"] == "toy/clap"
+    assert metrics["zeroshot"]["zeroshot/audio"]["native"]["top1"] > 0.5
+    assert "native" not in metrics["zeroshot"]["zeroshot/pointcloud"]  # toy/ulip has no text
     assert metrics["training"]["toy/clap"]["losses"][-1][0] == metrics["training"]["toy/clap"][
         "steps"]
     assert metrics["gap"]["audio~text"]["before"]["space"] == "toy/clap"
