@@ -159,7 +159,7 @@ def open_image(path: str | Path) -> Any:
     except Image.DecompressionBombError as exc:
         raise McrxError(f"{path}: refused, the image is too large to decode ({exc})") from None
     except FileNotFoundError:
-        raise McrxError(f"image not found: {path}") from None
+        raise McrxError(f"{path}: cannot read the image (file not found)") from None
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
         raise McrxError(f"{path}: cannot read the image ({exc})") from None
     width, height = image.size
