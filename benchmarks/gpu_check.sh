@@ -14,13 +14,13 @@
 #
 # Everything lands under $OUT (default ./gpu-check): one log per step, the JSON line of each
 # benchmark, both runs' metrics.json, and summary.json (the figures the issue asks for).
-# Environment: OUT, PYTHON (python3), RETRIEVAL_SIZE (131072 queries = memory rows),
+# Environment: OUT, PYTHON (python3), RETRIEVAL_SIZE (262144 queries = memory rows),
 # ALIGNER_STEPS (40), SKIP_INSTALL=1.
 set -euo pipefail
 
 OUT="${OUT:-$PWD/gpu-check}"
 PYTHON="${PYTHON:-python3}"
-RETRIEVAL_SIZE="${RETRIEVAL_SIZE:-131072}"
+RETRIEVAL_SIZE="${RETRIEVAL_SIZE:-262144}"
 ALIGNER_STEPS="${ALIGNER_STEPS:-40}"
 mkdir -p "$OUT"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 MCRX_CACHE_DIR="$OUT/cache"
