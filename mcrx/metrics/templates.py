@@ -8,6 +8,7 @@ prompt ensembling of CLIP, Radford et al. 2021, §3.1.4, which ULIP and CLAP eva
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from mcrx.errors import McrxError
 
@@ -120,3 +121,25 @@ def prompts(classes: Sequence[str], templates: Sequence[str]) -> tuple[list[str]
             texts.append(template.format(name))
             labels.append(index)
     return texts, labels
+
+
+def zeroshot_problems(evaluation: Any, loc: str, check_files: bool = True
+                      ) -> list[tuple[str, str]]:
+    """What ``mcrx validate`` reports of a zero-shot set's classes and templates (torch-free):
+    an unknown preset, a template without its one ``{}``, a class file that is missing."""
+    from pathlib import Path
+
+    problems = []
+    if evaluation.prompts is None:
+        try:
+            resolve_templates(evaluation.templates)
+        except McrxError as exc:
+            problems.append((f"{loc}.templates", str(exc).removeprefix("templates: ")))
+    classes = evaluation.classes
+    if isinstance(classes, str) and classes not in CLASS_PRESETS:
+        if check_files and not Path(classes).is_file():
+            problems.append((f"{loc}.classes", f"{classes!r} is neither a class preset "
+                             f"({', '.join(CLASS_PRESETS)}) nor a file (one name per line)"))
+    elif isinstance(classes, list) and len(set(classes)) != len(classes):
+        problems.append((f"{loc}.classes", "class names must be distinct"))
+    return problems

@@ -371,6 +371,17 @@ def check_recipe(
                     errors.append((loc, f"no space of the recipe embeds {modality!r}"))
                     continue
                 _check_source(source, modality, owners[:1], loc, registry, errors, check_files)
+            if evaluation.task == "zeroshot":  # the prompts: text of the recipe's spaces
+                from mcrx.metrics.templates import zeroshot_problems
+
+                errors.extend(zeroshot_problems(evaluation, f"evaluation.{j}", check_files))
+                texts = [s for s, spec in known_spaces.items() if "text" in spec.modalities]
+                if not texts:
+                    errors.append((f"evaluation.{j}", "zero-shot prompts are text, and no "
+                                   "space of the recipe embeds text"))
+                elif evaluation.prompts is not None:
+                    _check_source(evaluation.prompts, "text", texts[:1],
+                                  f"evaluation.{j}.prompts", registry, errors, check_files)
             if check_files:
                 check_evaluation_set(evaluation, f"evaluation.{j}", registry, errors)
     if check_files:

@@ -125,3 +125,21 @@ def test_templates_resolve_and_fill_class_major():
         resolve_templates("imagenet")
     with pytest.raises(McrxError, match="exactly one"):
         resolve_templates(["no slot"])
+
+
+def test_validate_reports_zeroshot_presets_and_class_files():
+    from mcrx.metrics.templates import zeroshot_problems
+    from mcrx.recipe.schema import EvaluationSet
+
+    def problems(**fields):
+        evaluation = EvaluationSet(name="z", task="zeroshot",
+                                   data={"audio": {"dataset": "toy/world"}}, **fields)
+        return zeroshot_problems(evaluation, "evaluation.0")
+
+    assert problems(classes="modelnet40", templates="modelnet40_64") == []
+    assert problems(classes=["a", "b"], templates=["a {}"]) == []
+    ((where, message),) = problems(classes="modelnet40", templates="modelnet_64")
+    assert where == "evaluation.0.templates" and "unknown template preset" in message
+    ((where, message),) = problems(classes="no/such/classes.txt")
+    assert where == "evaluation.0.classes" and "neither a class preset" in message
+    assert problems(classes=["a", "a"])[0][1] == "class names must be distinct"
