@@ -135,3 +135,34 @@ def test_the_cli_prints_one_line_not_a_worker_traceback(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "broken.wav: cannot read the audio (Format not recognised)"
     assert "Traceback" not in done.stderr and "worker" not in done.stdout
+
+
+# -- no file ever runs code ---------------------------------------------------------------
+class _Payload:
+    """Unpickling this creates a marker file: proof that code from the file ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_pickled_code_in_any_file_mcrx_reads_never_runs(tmp_path):
+    from mcrx.infer.official import load_state_dict
+    from mcrx.store.weights import load_weights
+
+    marker = tmp_path / "ran"
+    payload = tmp_path / "payload.npy"
+    np.save(payload, np.array([_Payload(marker)], dtype=object), allow_pickle=True)
+    as_pt = tmp_path / "payload.pt"
+    torch.save({"weight": _Payload(marker)}, as_pt)
+    raw = tmp_path / "raw.pt"
+    raw.write_bytes(pickle.dumps(_Payload(marker)))
+    tries = [(read_inputs, payload), (read_embeddings, payload), (read_labels, payload),
+             (load_weights, as_pt), (load_weights, raw), (load_state_dict, as_pt)]
+    for reader, path in tries:
+        with pytest.raises(McrxError) as caught:
+            reader(path)
+        assert "weights_only=False" not in str(caught.value)
+    assert not marker.exists()
