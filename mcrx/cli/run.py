@@ -19,8 +19,9 @@ def extend(
     set_: SetOption = None,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes for encoding")] = 0,
     drop_bad_rows: Annotated[bool, typer.Option(
-        "--drop-bad-rows", help="leave embedding rows with NaN/Inf values or all zeros out "
-        "(and print how many) instead of refusing the file")] = False,
+        "--drop-bad-rows", help="leave memory rows with NaN/Inf values or all zeros out "
+        "(in every space of that memory; printed how many) instead of refusing the file; "
+        "bad evaluation rows are always refused")] = False,
     force: Annotated[bool, typer.Option(
         "--force", help="write OUT/model into a non-empty folder that is not an mcrx model "
         "(its files are kept: mcrx never deletes what it did not write)")] = False,
@@ -61,7 +62,7 @@ def encode(
     set_: SetOption = None,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes")] = 0,
     drop_bad_rows: Annotated[bool, typer.Option(
-        "--drop-bad-rows", help="leave NaN/Inf/all-zero embedding rows out (counted)")] = False,
+        "--drop-bad-rows", help="leave NaN/Inf/all-zero memory rows out (counted)")] = False,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
     """Encode a recipe's memories and evaluation sets into the embedding cache only.
