@@ -138,8 +138,8 @@ def zeroshot_problems(evaluation: Any, loc: str, check_files: bool = True
     classes = evaluation.classes
     if isinstance(classes, str) and classes not in CLASS_PRESETS:
         if check_files and not Path(classes).is_file():
-            problems.append((f"{loc}.classes", f"{classes!r} is neither a class preset "
-                             f"({', '.join(CLASS_PRESETS)}) nor a file (one name per line)"))
+            problems.append((f"{loc}.classes", f"not found: {classes} (a .txt file with one "
+                             f"class name per line, or a preset: {', '.join(CLASS_PRESETS)})"))
     elif isinstance(classes, list) and len(set(classes)) != len(classes):
         problems.append((f"{loc}.classes", "class names must be distinct"))
     return problems

@@ -141,5 +141,5 @@ def test_validate_reports_zeroshot_presets_and_class_files():
     ((where, message),) = problems(classes="modelnet40", templates="modelnet_64")
     assert where == "evaluation.0.templates" and "unknown template preset" in message
     ((where, message),) = problems(classes="no/such/classes.txt")
-    assert where == "evaluation.0.classes" and "neither a class preset" in message
+    assert where == "evaluation.0.classes" and "not found" in message
     assert problems(classes=["a", "a"])[0][1] == "class names must be distinct"
