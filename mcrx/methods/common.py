@@ -27,6 +27,14 @@ from torch import nn
 from mcrx.methods.params import LinearParams
 from mcrx.methods.retrieval import soft_retrieve
 
+#: the API a plugin's connector, loss or method builds on (documented in CONTRIBUTING.md,
+#: "Writing a connector, a loss or a method")
+__all__ = [
+    "PAIR_ROLES", "Connector", "ConnectorSpec", "HalfMlpBlock", "LeafMemories", "LinearConnector",
+    "Method", "MlpBlock", "Pool", "bridge_centric", "info_nce", "mean_distance", "module_device",
+    "on_device_of", "retrieve_rows", "xavier_",
+]
+
 PAIR_ROLES = ("leaf_x", "leaf_bridge", "parent_bridge", "parent_y")
 
 

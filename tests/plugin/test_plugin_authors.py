@@ -188,3 +188,40 @@ def test_plugin_classes_are_checked_too_and_one_function_per_hook_passes(fresh_p
     # the core's own plugins and every built-in plugin module define each hook once
     for name, plugin in plugins.get_plugin_manager().list_name_plugin():
         assert plugins.duplicate_hooks(plugin) == [], name
+
+
+def test_the_connector_api_is_exported_and_each_loss_gets_the_keys_the_guide_names():
+    """CONTRIBUTING.md names every public member of mcrx.methods.common and the outputs each
+    core loss reads; the papers' connectors really return those keys, and noise goes where
+    the guide says."""
+    import torch
+
+    from mcrx.methods import common
+    from mcrx.methods.cmcr import CMcrConnector, CMcrLoss
+    from mcrx.methods.exmcr import ExMcrConnector, ExMcrLoss
+    from mcrx.methods.params import CMcrParams, ExMcrParams
+
+    guide = (ROOT / "CONTRIBUTING.md").read_text()
+    for name in common.__all__:
+        assert f"`{name}" in guide, f"CONTRIBUTING.md does not document {name}"
+    spec = common.ConnectorSpec(leaf_dim=6, parent_dim=8, bridge="text", leaf_modality="audio",
+                                parent_modality="image")
+    generator = torch.Generator().manual_seed(0)
+    batch = {role: torch.nn.functional.normalize(
+        torch.randn(16, 6 if role.startswith("leaf") else 8, generator=generator), dim=-1)
+        for role in common.PAIR_ROLES}
+    documented = {
+        "mcrx/ex-mcr": ({"x_hat", "bridge_hat", "x_mid"}, ("leaf_x", "leaf_bridge"),
+                        ExMcrConnector(spec, ExMcrParams(hidden_dim=12)), ExMcrLoss()),
+        "mcrx/c-mcr": ({"parent_bridge_hat", "parent_y_hat", "leaf_bridge_hat", "leaf_x_hat"},
+                       common.PAIR_ROLES, CMcrConnector(spec, CMcrParams(hidden_dim=12)),
+                       CMcrLoss()),
+    }
+    for name, (keys, noised, connector, loss) in documented.items():
+        outputs = connector(batch)
+        assert set(outputs) == keys, name
+        assert connector.noised_roles == tuple(noised), name
+        for key in keys:
+            assert f"`{key}`" in guide, key
+        value, parts = loss(outputs, batch)
+        assert value.ndim == 0 and torch.isfinite(value) and set(parts) == {"inter", "intra"}
