@@ -42,13 +42,20 @@ def main() -> None:
     from mcrx.methods.retrieval import soft_retrieve
     from mcrx.tuning import retain_freed_memory
 
-    retain_freed_memory()
     rows = args.rows or (100_000 if args.quick else 1_000_000)
     queries = args.queries or rows
     generator = torch.Generator().manual_seed(0)
-    memory, centres = C.clustered_rows(rows, args.dim, generator)
+    # generated block by block: one clustered_rows call at 1M × 512 holds three 2 GiB
+    # temporaries (centres, noise, result), enough for the OOM killer on a shared 24 GiB
+    _, centres = C.clustered_rows(1, args.dim, generator, clusters=max(1, rows // 32))
+    memory = torch.empty(rows, args.dim)
+    for start in range(0, rows, 65536):
+        stop = min(rows, start + 65536)
+        memory[start:stop] = C.clustered_rows(stop - start, args.dim, generator,
+                                              centers=centres)[0]
     sample, _ = C.clustered_rows(max(args.exact_sample, args.ann_sample), args.dim, generator,
                                  centers=centres)
+    retain_freed_memory()  # as Method.build does, after the data exist
     before = C.mm_yardstick()
     print(f"memory {rows:,} × {args.dim}, {queries:,} queries; torch.mm "
           f"{before['median_gflops']} GFLOP/s", flush=True)
