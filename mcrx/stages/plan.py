@@ -327,8 +327,10 @@ def make_plan(recipe: Recipe, registry: Registry, device_class: str | None = Non
 
     peak_ram = max(stage.ram_bytes for stage in stages)
     if peak_ram > available_ram():
+        hint = (" (memory_dtype: float16 halves the memories)"
+                if recipe.memory_dtype == "float32" else "")
         warnings.append(f"RAM: the pseudo-pair stage needs ~{_gib(peak_ram)} but "
-                        f"{_gib(available_ram())} is available (try memory_dtype: float16)")
+                        f"{_gib(available_ram())} is available{hint}")
     disk = memory_bytes + pairs.disk_bytes
     if disk > free_disk(cache_root()):
         warnings.append(f"disk: memories and pseudo pairs need {_gib(disk)} under "
