@@ -77,36 +77,43 @@ def test_a_second_extend_on_the_same_out_exits_with_a_message(tmp_path, make_sma
 
 SLOW_WRITER = textwrap.dedent("""
     import sys, time, types
+    from pathlib import Path
     import torch
     from mcrx.stages.encode import encode_shared
     from mcrx.train.distributed import process_state
 
-    class SlowEncoder:  # a real encoder of numbers, slow enough for the runs to overlap
+    class GatedEncoder:  # a real encoder of numbers that holds its first item until "go"
         dim, batch_size = 4, 10
         def prepare(self, item):
-            time.sleep(0.1)
+            while item == "0" and not Path(sys.argv[2]).exists():
+                time.sleep(0.05)
             return torch.tensor([float(item), 1.0, 2.0, 3.0])
         def encode_prepared(self, prepared):
             return torch.nn.functional.normalize(torch.stack(prepared), dim=-1)
 
     run = types.SimpleNamespace(state=process_state(), workers=0, show_progress=False)
-    memory, encoded = encode_shared(run, SlowEncoder(), [str(i) for i in range(100)],
-                                    __import__("pathlib").Path(sys.argv[1]), {"key": "k"})
+    memory, encoded = encode_shared(run, GatedEncoder(), [str(i) for i in range(100)],
+                                    Path(sys.argv[1]), {"key": "k"})
     print(encoded, memory.count, flush=True)
 """)
 
 
 def test_two_writers_of_one_cache_entry_take_turns(tmp_path):
     entry = tmp_path / "cache" / "embeddings" / "entry"
-    command = [sys.executable, "-c", SLOW_WRITER, str(entry)]
+    go = tmp_path / "go"
+    command = [sys.executable, "-c", SLOW_WRITER, str(entry), str(go)]
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for(lambda: (entry / "manifest.json").is_file())  # the first one is writing
-    second = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    results = [process.communicate(timeout=300) for process in (first, second)]
-    assert [p.returncode for p in (first, second)] == [0, 0], results
-    encoded = sorted(int(out.split()[0]) for out, _ in results)
-    assert encoded == [0, 100]  # one encoded everything, the other reused it
-    assert "waiting for another mcrx run" in results[1][1]
+    second_log = tmp_path / "second.err"
+    with open(second_log, "w") as err:
+        second = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, text=True)
+        # the second one must be blocked on the entry's lock while the first holds it
+        _wait_for(lambda: "waiting for another mcrx run" in second_log.read_text())
+        assert first.poll() is None and second.poll() is None
+        go.touch()  # let the first one finish
+        results = [process.communicate(timeout=300) for process in (first, second)]
+    assert [p.returncode for p in (first, second)] == [0, 0], (results, second_log.read_text())
+    assert [int(out.split()[0]) for out, _ in results] == [100, 0]  # the second reused it
     memory = Memory(entry)
     assert memory.complete and memory.count == 100
     expected = np.array([[i, 1, 2, 3] for i in range(100)], dtype=np.float32)
