@@ -194,6 +194,8 @@ def search(
     json_output: Annotated[bool, typer.Option(
         "--json", help="NDJSON on stdout: {id, path, modality, score} per line")] = False,
     paths: Annotated[bool, typer.Option("--paths", help="only the paths, one per line")] = False,
+    each: Annotated[bool, typer.Option(
+        "--each", help="the top N of every modality instead of N overall")] = False,
     model: Annotated[Optional[Path], typer.Option(  # noqa: UP045
         help="the collection's model folder, if it moved")] = None,
     nprobe: Annotated[Optional[int], typer.Option(  # noqa: UP045
@@ -224,7 +226,7 @@ def search(
             print(json.dumps(opened.info(), indent=2))
             return
         hits = opened.search(query, n=n, modalities=_split_list(in_), default_modality=modality,
-                             nprobe=nprobe)
+                             nprobe=nprobe, each=each)
     if json_output:
         for hit in hits:
             print(json.dumps(hit.as_dict()))

@@ -125,9 +125,10 @@ def build_index(vectors: np.ndarray, ids: np.ndarray, kind: str, nlist: int | No
         nlist = nlist or ivf_lists(len(vectors))
         quantizer = faiss.IndexFlatIP(dim)
         index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        # k-means on ≤ 64 points per list: the centroids barely move with more, training
-        # time grows linearly with the sample
-        sample = min(len(vectors), 64 * nlist)
+        # k-means (faiss: 10 iterations) on 40 points per list, just above faiss's minimum
+        # of 39: the centroids barely move with more, and training time grows with the
+        # sample (1M × 512-d: ~4,000 lists trained on 160k vectors)
+        sample = min(len(vectors), 40 * nlist)
         rng = np.random.default_rng(0)
         chosen = rng.choice(len(vectors), size=sample, replace=False) if sample < len(
             vectors) else slice(None)
@@ -603,16 +604,17 @@ class Collection:
 
     def refresh_indexes(self, write: bool = False) -> None:
         """Bring every modality's faiss index up to its database version: load its file if
-        one was written for that version, else build it from the stored vectors (and write
-        it when ``write``; a read-only search just builds it in memory)."""
+        one was written for that version, else build it from the stored vectors and write
+        it (best effort: a collection on a read-only disk is still searchable). ``write``:
+        also remove the files of older versions (the indexing process does)."""
         faiss = _faiss()
         counts = self.counts()
         for modality, version in self._db_versions().items():
             loaded = self._indexes.get(modality)
             if loaded is not None and loaded[0] == version:
                 continue
-            if counts.get(modality, 0) == 0:
-                self._indexes.pop(modality, None)
+            if counts.get(modality, 0) == 0:  # every item of it was removed
+                self._indexes[modality] = (version, None)
                 if write:
                     self._remove_index_files(modality, keep=None)
                 continue
@@ -621,7 +623,7 @@ class Collection:
                 index = faiss.read_index(str(file))
             else:
                 index = self._build_modality_index(modality, loaded)
-                if write:
+                with contextlib.suppress(OSError, RuntimeError):  # faiss: RuntimeError
                     file.parent.mkdir(parents=True, exist_ok=True)
                     with atomic_path(file) as tmp:
                         faiss.write_index(index, str(tmp))
@@ -646,7 +648,8 @@ class Collection:
         vectors = np.frombuffer(b"".join(row[1] for row in rows), dtype=np.float32)
         vectors = vectors.reshape(len(rows), self.dim)
         kind = "ivf" if len(rows) >= self.ivf_threshold else "flat"
-        if previous is not None and kind == "ivf" and index_kind(previous[1]) == "ivf":
+        if (previous is not None and previous[1] is not None and kind == "ivf"
+                and index_kind(previous[1]) == "ivf"):
             faiss = _faiss()
             index = previous[1]
             nlist = faiss.extract_index_ivf(index).nlist
@@ -670,36 +673,47 @@ class Collection:
         n: int = 10,
         modalities: Sequence[str] | None = None,
         nprobe: int | None = None,
+        each: bool = False,
     ) -> list[Hit]:
         """The ``n`` items nearest to the unit ``vector`` (dim,), among ``modalities``
-        (default all), best first."""
+        (default all), best first; with ``each``, the ``n`` nearest of every modality,
+        modality by modality (the modality gap makes one modality's scores higher than
+        another's: a merged list may show only one of them)."""
         if n < 1:
             raise McrxError(f"-n must be at least 1, got {n}")
         query = np.ascontiguousarray(np.asarray(vector, dtype=np.float32).reshape(1, -1))
         if query.shape[1] != self.dim:
             raise McrxError(f"query vectors of {self.path} are {self.dim}-d, got "
                             f"{query.shape[1]}")
-        present = self.counts()
-        selected = list(present) if modalities is None else list(modalities)
-        unknown = [m for m in selected if m not in self.model_modalities]
+        unknown = [m for m in modalities or () if m not in self.model_modalities]
         if unknown:
             raise McrxError(f"the model of {self.path} embeds {', '.join(self.model_modalities)}"
                             f"; no {', '.join(unknown)}")
+        # one look at the (tiny) versions table per query: another process may have
+        # re-indexed since; the indexes are reloaded only then
+        versions = self._db_versions()
+        if any(self._indexes.get(m, (None,))[0] != v for m, v in versions.items()):
+            self.refresh_indexes()
+        selected = sorted(self._indexes) if modalities is None else list(modalities)
         found: list[tuple[float, int, str]] = []
+        groups: list[list[tuple[float, int, str]]] = []
         for modality in selected:
-            index = self._index(modality) if present.get(modality) else None
-            if index is None:
+            index = self._indexes.get(modality, (None, None))[1]
+            if index is None or index.ntotal == 0:
                 continue
             params = None
             if nprobe is not None and index_kind(index) == "ivf":
                 faiss = _faiss()
                 params = faiss.SearchParametersIVF(nprobe=int(nprobe))
             scores, ids = index.search(query, min(n, index.ntotal), params=params)
-            found += [(float(s), int(i), modality) for s, i in zip(scores[0], ids[0],
-                                                                    strict=True) if i >= 0]
-        found.sort(key=lambda hit: -hit[0])
+            groups.append([(float(s), int(i), modality)
+                           for s, i in zip(scores[0], ids[0], strict=True) if i >= 0])
+        if each:
+            found = [hit for group in groups for hit in group]  # each group is sorted
+        else:
+            found = sorted((hit for group in groups for hit in group), key=lambda h: -h[0])[:n]
         hits = []
-        for score, item_id, modality in found[:n]:
+        for score, item_id, modality in found:
             item = self.item(item_id)
             if item is not None:  # deleted since the index was loaded
                 hits.append(Hit(item.id, item.path, modality, score))
@@ -714,11 +728,12 @@ class Collection:
         allow_file: FilePolicy | None = None,
         nprobe: int | None = None,
         outside_files: str | None = None,
+        each: bool = False,
     ) -> list[Hit]:
         """Search with a query expression (see :mod:`mcrx.search.query`) or parsed terms;
         the arguments are those of :meth:`query_vector` and :meth:`search_vector`."""
         vector = self.query_vector(query, default_modality, allow_file, outside_files)
-        return self.search_vector(vector, n, modalities, nprobe)
+        return self.search_vector(vector, n, modalities, nprobe, each)
 
     def query_vector(
         self,
@@ -804,4 +819,4 @@ class Collection:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Collection({str(self.path)!r}, items={len(self)}, model={self.model_name!r})"
+        return f"Collection({str(self.path)!r}, model={self.model_name!r})"

@@ -2,7 +2,7 @@
 
     GET  /                                   the page (static/index.html, plain HTML + JS)
     GET  /api/collections                    the collections served: items, modalities, model
-    GET  /api/search?q=...&collection=&n=10&in=audio,image&modality=
+    GET  /api/search?q=...&collection=&n=10&in=audio,image&modality=&each=0
     POST /api/search                         the same as a multipart form, plus an uploaded
                                              ``file`` (``file_modality``, ``file_weight``)
                                              added to the query as one more term
@@ -166,8 +166,8 @@ def create_app(
         return entry
 
     def run_search(name: str, c: Collection, q: str, n: int, modalities: str | None,
-                   default_modality: str | None, upload: tuple[Path, str, float] | None
-                   ) -> dict[str, Any]:
+                   default_modality: str | None, upload: tuple[Path, str, float] | None,
+                   each: bool = False) -> dict[str, Any]:
         started = time.perf_counter()
         selected = [m.strip() for m in modalities.split(",") if m.strip()] if modalities else None
         if not 1 <= n <= MAX_RESULTS:
@@ -185,7 +185,7 @@ def create_app(
 
         with search_lock:
             vector = c.query_vector(terms, default_modality or None, allow, OUTSIDE_FILES)
-            hits = c.search_vector(vector, n, selected)
+            hits = c.search_vector(vector, n, selected, each=each)
         query = [t.describe() for t in terms]
         if upload is not None:
             query[-1] = query[-1].replace(str(upload[0]), "(uploaded file)")
@@ -220,9 +220,11 @@ def create_app(
         collection_name: str | None = Query(None, alias="collection"),
         modalities: str | None = Query(None, alias="in", description="audio,image,..."),
         modality: str | None = Query(None, description="modality of file terms"),
+        each: bool = Query(False, description="the top n of every modality"),
     ) -> dict[str, Any]:
         name, c = collection(collection_name)
-        return await asyncio.to_thread(run_search, name, c, q, n, modalities, modality, None)
+        return await asyncio.to_thread(run_search, name, c, q, n, modalities, modality, None,
+                                       each)
 
     @app.post("/api/search")
     async def search_post(request: Request) -> dict[str, Any]:
@@ -245,9 +247,10 @@ def create_app(
                 upload = None
                 if isinstance(file, UploadFile) and (file.filename or file.size):
                     upload = _save_upload(file, Path(folder), c, form)
+                each = str(form.get("each") or "").lower() in ("1", "true", "on")
                 return await asyncio.to_thread(
                     run_search, name, c, q, n, str(form.get("in") or "") or None,
-                    str(form.get("modality") or "") or None, upload)
+                    str(form.get("modality") or "") or None, upload, each)
         finally:
             await form.close()
 

@@ -66,6 +66,12 @@ def test_modality_filter_and_result_count(demo_collection):
         assert everything[0].id == item.id and everything[0].score == pytest.approx(1, abs=1e-5)
         with pytest.raises(McrxError, match="no smell"):
             collection.search(f"#{item.id}", modalities=["smell"])
+        # --each: the top 3 of every modality, each group best first
+        each = collection.search(f"#{item.id}", n=3, each=True)
+        assert [h.modality for h in each] == [m for m in sorted(MODALITIES) for _ in range(3)]
+        for start in range(0, len(each), 3):
+            group = [h.score for h in each[start : start + 3]]
+            assert group == sorted(group, reverse=True)
 
 
 def _audio_folder(tmp_path: Path, demo_files) -> Path:

@@ -27,6 +27,10 @@ NO_BROWSER = (f"no browser at {CHROMIUM}: `make test` installs Debian's chromium
 pytestmark = pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason=NO_BROWSER)
 
 
+# a loaded 2-core machine can take seconds for one search: wait up to 60 s for each state
+expect.set_options(timeout=60_000)
+
+
 @pytest.fixture(scope="module")
 def browser():
     with sync_playwright() as playwright:
@@ -42,6 +46,7 @@ def browser():
 def page(browser, server):
     context = browser.new_context(viewport={"width": 1100, "height": 900})
     page = context.new_page()
+    page.set_default_timeout(60_000)
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.goto(server.url + "/")
@@ -80,6 +85,17 @@ def test_type_a_query_and_see_result_rows(page, demo_collection):
     picture = rows.first.locator(".preview img")
     expect(picture).to_have_js_property("complete", True)
     assert picture.evaluate("img => img.naturalWidth") > 100  # a rendered PNG, not a broken one
+
+    # every modality again, 5 of each: one group of rows per modality, audio with a player
+    for modality in MODALITIES:
+        page.check(f"#in input[value={modality}]")
+    page.select_option("#n", "5")
+    page.check("#each")  # re-runs the search
+    expect(rows.first).to_have_attribute("data-modality", "audio")  # the new results are in
+    expect(rows).to_have_count(5 * len(MODALITIES))
+    modalities = rows.evaluate_all("rows => rows.map(r => r.dataset.modality)")
+    assert modalities == [m for m in sorted(MODALITIES) for _ in range(5)]
+    expect(page.locator("#results audio")).to_have_count(5)
 
 
 def test_upload_a_file_and_see_result_rows(page, demo_files, demo_collection):

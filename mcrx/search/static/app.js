@@ -68,7 +68,11 @@ function render(data) {
   list.replaceChildren();
   $("status").textContent =
     `${data.results.length} results for ${data.query.join("  +  ")} · ${data.took_ms} ms`;
-  data.results.forEach((hit, rank) => {
+  const ranks = {};  // with "of each modality", ranks count within each modality
+  data.results.forEach((hit, index) => {
+    const key = $("each").checked ? hit.modality : "";
+    ranks[key] = (ranks[key] || 0) + 1;
+    const rank = ranks[key] - 1;
     const similar = element("button", { type: "button", class: "similar", text: "similar" });
     similar.addEventListener("click", () => {
       $("q").value = `#${hit.id}`;
@@ -80,7 +84,7 @@ function render(data) {
     bar.style.width = `${Math.max(0, hit.score) * 100}%`;
     const row = element("li", { class: "result", "data-id": String(hit.id),
                                 "data-modality": hit.modality },
-      element("span", { class: "rank", text: String(rank + 1) }),
+      element("span", { class: "rank", text: String(rank + 1), title: `result ${index + 1}` }),
       preview(hit),
       element("div", { class: "meta" },
         element("div", { class: "line" },
@@ -102,6 +106,7 @@ async function search() {
   form.set("n", $("n").value);
   const selected = [...document.querySelectorAll("#in input:checked")].map((b) => b.value);
   form.set("in", selected.join(","));
+  form.set("each", $("each").checked ? "1" : "0");
   const file = $("file").files[0];
   if (file) {
     form.set("file", file);
@@ -149,6 +154,7 @@ document.addEventListener("DOMContentLoaded", () => {
     $("error").hidden = false;
   });
   $("collection").addEventListener("change", showCollection);
+  $("each").addEventListener("change", () => { if ($("results").children.length) search(); });
   $("search").addEventListener("submit", (event) => {
     event.preventDefault();
     search();
