@@ -225,3 +225,23 @@ def test_the_connector_api_is_exported_and_each_loss_gets_the_keys_the_guide_nam
             assert f"`{key}`" in guide, key
         value, parts = loss(outputs, batch)
         assert value.ndim == 0 and torch.isfinite(value) and set(parts) == {"inter", "intra"}
+
+
+def test_a_modality_two_hops_from_the_base_is_aligned_with_what_it_never_met(
+        write_recipe, cache_dir):
+    """recipes/demo_chain.yaml, shrunk: tactile (a modality the toy plugin registers) reaches
+    CLIP through toy/haptic → toy/clap → toy/clip and retrieves images, texts and point
+    clouds above chance and above the composed linear baseline."""
+    from mcrx.recipe import load_recipe
+    from mcrx.stages.extend import extend
+
+    registry = plugins.get_registry()
+    metrics = extend(load_recipe(write_recipe("demo_chain.yaml"), registry=registry), registry,
+                     show_progress=False)
+    linear = metrics["baselines"]["linear"]["retrieval"]
+    for pair in ("tactile->image", "tactile->text", "tactile->pointcloud", "image->tactile"):
+        values = metrics["retrieval"][pair]
+        assert values["R@1"] > 3 * values["chance_R@1"], (pair, values)
+        assert values["R@1"] > linear[pair]["R@1"], (pair, values, linear[pair])
+    tactile = metrics["zeroshot"]["zeroshot/tactile"]
+    assert tactile["top1"] > 3 * tactile["chance_top1"]
