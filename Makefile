@@ -54,7 +54,8 @@ search-demo: $(STAMP)
 # The page test drives Debian's chromium; CI machines start without it. When it cannot be
 # installed the browser test is skipped and says why.
 browser:
-	@test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium) \
+	@test -x /usr/bin/chromium || (apt-get update -qq \
+	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
 	  || echo "could not install chromium: the browser test will be skipped"
 
 test: $(STAMP) browser

@@ -19,8 +19,10 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # pragma: no cover
     from mcrx.infer.unified import UnifiedModel
+    from mcrx.search.collection import Collection
 
 __all__ = [
+    "Collection",
     "Dataset",
     "Encoder",
     "McrxError",
@@ -48,4 +50,8 @@ def __getattr__(name: str) -> Any:
         from mcrx.infer.unified import UnifiedModel
 
         return UnifiedModel
+    if name == "Collection":  # mcrx.search: faiss and SQLite only when asked for
+        from mcrx.search.collection import Collection
+
+        return Collection
     raise AttributeError(name)

@@ -234,7 +234,7 @@ def search(
         for hit in hits:
             print(hit.path)
     else:
-        table = Table(title=f"{' '.join(query)}", title_justify="left", show_edge=False)
+        table = Table(title=escape(' '.join(query)), title_justify="left", show_edge=False)
         for column, justify in [("#", "right"), ("score", "right"), ("modality", "left"),
                                 ("id", "right"), ("path", "left")]:
             table.add_column(column, justify=justify)  # type: ignore[arg-type]

@@ -14,7 +14,7 @@ from search_helpers import CLASSES, ITEMS, MODALITIES, class_of
 
 import mcrx
 from mcrx.errors import McrxError
-from mcrx.search import Collection
+from mcrx.search import Collection, model_fingerprint
 from mcrx.search.collection import INDEX_DIR
 
 
@@ -45,6 +45,12 @@ def test_round_trip_nearest_items_are_of_the_query_class(demo_collection, demo_f
     assert per_pair["audio->pointcloud"] > 4 / CLASSES, per_pair
 
 
+def test_the_python_api_is_mcrx_collection(demo_collection):
+    assert mcrx.Collection is Collection
+    with mcrx.Collection(demo_collection) as collection:
+        assert len(collection) == len(MODALITIES) * ITEMS
+
+
 def test_stored_vectors_are_the_models_embeddings(demo_collection, search_model):
     model = mcrx.load(search_model)
     with Collection(demo_collection) as collection:
@@ -52,7 +58,7 @@ def test_stored_vectors_are_the_models_embeddings(demo_collection, search_model)
         expected = model.embed("pointcloud", [item.path for item in items]).numpy()
         np.testing.assert_allclose(collection.vectors([i.id for i in items]), expected,
                                    atol=1e-6)
-        assert collection.model_fingerprint == mcrx.search.model_fingerprint(search_model)
+        assert collection.model_fingerprint == model_fingerprint(search_model)
 
 
 def test_modality_filter_and_result_count(demo_collection):
