@@ -176,9 +176,18 @@ def _weighted_rows(weights: torch.Tensor, neighbours: torch.Tensor, value: torch
     """normalize(Σ_k w_bk · value[n_bk]) per query b, gathering ``block`` queries' k rows at
     a time (128 × 256 × 512 float32 = 64 MiB, the size of one exact-retrieval tile); float16
     values are widened per block."""
-    out = torch.empty(weights.shape[0], value.shape[1])
-    for start in range(0, weights.shape[0], block):
-        picked = value[neighbours[start : start + block]].float()  # (s, k, d_j)
+    b, k = neighbours.shape
+    out = torch.empty(b, value.shape[1])
+    # two buffers reused by every block: fresh 64 MiB tensors per block fragment the heap
+    # that mcrx.tuning keeps (measured: 2× the peak RSS of the pair stage)
+    gathered = torch.empty(min(block, b) * k, value.shape[1], dtype=value.dtype)
+    wide = gathered if value.dtype == torch.float32 else torch.empty(gathered.shape)
+    for start in range(0, b, block):
+        index = neighbours[start : start + block].reshape(-1)
+        rows = torch.index_select(value, 0, index, out=gathered[: len(index)])
+        if wide is not gathered:
+            rows = wide[: len(index)].copy_(rows)
+        picked = rows.view(-1, k, value.shape[1])  # (s, k, d_j)
         out[start : start + block] = torch.bmm(weights[start : start + block, None], picked)[:, 0]
     return F.normalize(out, dim=-1)
 
