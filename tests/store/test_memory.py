@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from mcrx.errors import McrxError
-from mcrx.store.inputs import read_embeddings
 from mcrx.stages.encode import encode_to_memory
+from mcrx.store.inputs import read_embeddings
 from mcrx.store.memory import Memory, MemoryWriter
 
 
