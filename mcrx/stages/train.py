@@ -62,8 +62,9 @@ def train_connectors(run: Run, pairs, stop_after_steps: int | None = None):
                                    "steps": result.steps, "final_loss": result.final_loss,
                                    # (step, loss) every 10 steps: the report's loss curves
                                    "losses": [list(sample) for sample in result.losses]}
-            console.print(f"  {link.space}: {result.steps} steps in {result.seconds:.1f} s, "
-                          f"final loss {result.final_loss:.4f}")
+            console.print(f"  {link.space}: {result.steps} steps in {result.seconds:.1f} s"
+                          + (f", final loss {result.final_loss:.4f}"
+                             if result.final_loss is not None else ""))
         connectors[link.space] = connector
     return connectors, reports
 

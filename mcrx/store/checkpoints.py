@@ -31,9 +31,12 @@ def latest_checkpoint(directory: Path, fingerprint: str) -> tuple[Path, dict] | 
     return None
 
 
-def save_checkpoint(accelerator, directory: Path, step: int, fingerprint: str, keep: int = 2):
+def save_checkpoint(accelerator, directory: Path, step: int, fingerprint: str, keep: int = 2,
+                    losses: list[tuple[int, float]] | None = None):
     """``save_state`` into a hidden folder that every process writes its part of, then (main
-    process) the state file and the rename; older checkpoints beyond ``keep`` are removed."""
+    process) the state file and the rename; older checkpoints beyond ``keep`` are removed.
+    ``losses`` (the (step, loss) samples so far) travel with the state, so a resumed run —
+    even one with no step left to do — reports the whole curve and a real final loss."""
     final = directory / f"{CHECKPOINT_PREFIX}{step:09d}"
     if accelerator.is_main_process:
         directory.mkdir(parents=True, exist_ok=True)
@@ -42,7 +45,8 @@ def save_checkpoint(accelerator, directory: Path, step: int, fingerprint: str, k
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()  # every process has written its part
     if accelerator.is_main_process:
-        (tmp / STATE_FILE).write_text(json.dumps({"step": step, "fingerprint": fingerprint}))
+        state = {"step": step, "fingerprint": fingerprint, "losses": list(losses or [])}
+        (tmp / STATE_FILE).write_text(json.dumps(state))
         commit(tmp, final)
         for old in sorted(directory.glob(f"{CHECKPOINT_PREFIX}*"))[:-keep]:
             shutil.rmtree(old, ignore_errors=True)

@@ -168,8 +168,10 @@ class AlignResult:
     losses: list[tuple[int, float]] = field(default_factory=list)  # (step, loss) samples
 
     @property
-    def final_loss(self) -> float:
-        return self.losses[-1][1] if self.losses else float("nan")
+    def final_loss(self) -> float | None:
+        """The last loss read; None when none was (a run resumed from a checkpoint of an
+        mcrx that did not keep the curve, with no step left): never a NaN in the metrics."""
+        return self.losses[-1][1] if self.losses else None
 
 
 #: how to install a tracker's library (each tracker's module bears its name)
@@ -284,6 +286,8 @@ def align(
     resumed_from = step
 
     result = AlignResult(steps=total_steps, seconds=0.0, resumed_from=resumed_from)
+    if found is not None:  # the curve so far (absent from checkpoints of mcrx ≤ 0.1)
+        result.losses = [(int(s), float(v)) for s, v in found[1].get("losses", [])]
     if training.log_with:  # one run per leaf, named after it (a TensorBoard sub-folder)
         accelerator.init_trackers(re.sub(r"[^A-Za-z0-9_.-]+", "_", description).strip("_"))
     began = time.perf_counter()
@@ -333,12 +337,13 @@ def align(
                 else:
                     bar.update(task, advance=1)
                 if step % training.checkpoint_every == 0 and step < total_steps:
-                    save_checkpoint(accelerator, checkpoint_dir, step, fingerprint)
+                    save_checkpoint(accelerator, checkpoint_dir, step, fingerprint,
+                                    losses=result.losses)
                 if stop_after_steps is not None and step >= stop_after_steps:
                     result.seconds = time.perf_counter() - began
                     finish_trackers(accelerator)
                     return result
-    save_checkpoint(accelerator, checkpoint_dir, step, fingerprint)
+    save_checkpoint(accelerator, checkpoint_dir, step, fingerprint, losses=result.losses)
     connector = accelerator.unwrap_model(connector).eval()
     finish_trackers(accelerator)
     result.seconds = time.perf_counter() - began

@@ -173,8 +173,10 @@ def _training_md(metrics: dict[str, Any]) -> list[str]:
             continue
         resumed = (f", resumed from step {report['resumed_from']}"
                    if report.get("resumed_from") else "")
-        lines.append(f"- {space}: {report['steps']} steps in {report['seconds']:.1f} s, "
-                     f"final loss {report['final_loss']:.4f}{resumed}")
+        final = report.get("final_loss")
+        loss = f", final loss {final:.4f}" if final is not None else ""
+        lines.append(f"- {space}: {report['steps']} steps in {report['seconds']:.1f} s"
+                     f"{loss}{resumed}")
     return lines
 
 

@@ -63,3 +63,20 @@ def test_checkpoints_of_other_inputs_are_not_resumed(tmp_path):
     train(tmp_path, "x", stop=12)
     assert latest_checkpoint(tmp_path / "x", "f") is not None
     assert latest_checkpoint(tmp_path / "x", "another fingerprint") is None
+
+
+def test_a_run_resumed_with_no_step_left_reports_the_curve_and_a_real_final_loss(tmp_path):
+    """Once seen in the fuzz test: a finished checkpoint resumed again trained nothing and
+    wrote final_loss NaN with exit 0. The curve now travels with the checkpoint."""
+    _, first = train(tmp_path, "done")
+    _, again = train(tmp_path, "done")
+    assert again.resumed_from == again.steps == first.steps
+    assert again.losses == first.losses
+    assert again.final_loss == first.final_loss is not None
+
+
+def test_a_resumed_run_keeps_the_losses_read_before_the_interruption(tmp_path):
+    _, reference = train(tmp_path, "whole")
+    train(tmp_path, "cut", stop=13)
+    _, resumed = train(tmp_path, "cut")
+    assert resumed.losses == reference.losses  # samples up to step 10 came from the checkpoint
