@@ -46,8 +46,8 @@ PRESETS = {
 }
 
 _WHERE_TO_GET = (
-    f"download a LAION-AI/CLAP checkpoint from {RELEASE_URL}, e.g. 630k-audioset-fusion-best.pt "
-    "for clap/630k-audioset-fusion ("
+    f"download a LAION-AI/CLAP checkpoint from {RELEASE_URL}, e.g. 630k-fusion-best.pt for "
+    "clap/630k-fusion, the weight both papers used ("
     + ", ".join(f"clap/{name}: {preset.checkpoint}" for name, preset in PRESETS.items())
     + ")"
 )
@@ -74,6 +74,12 @@ class ClapParams(BaseModel):
         validate_default=True,
         description=f"a LAION-AI/CLAP checkpoint file (required unless random_weights), "
         f"from {RELEASE_URL}",
+    )
+    trust_checkpoint: bool = Field(
+        False,
+        description="allow a checkpoint that pickles more than tensors to be unpickled in "
+        "full (which can run code from the file): only for a file you trust. Without it such "
+        "a file is refused with a message; the released checkpoints load as weights only",
     )
     fusion: bool | None = Field(
         None,

@@ -116,17 +116,25 @@ def _numpy_seed(seed: int) -> Iterator[None]:
 # ---------------------------------------------------------------------------------------
 # Checkpoints
 # ---------------------------------------------------------------------------------------
-def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
-    """The state dict of a CLAP checkpoint, keys without DataParallel's ``module.``."""
+def read_checkpoint(path: Path, trust: bool = False) -> dict[str, torch.Tensor]:
+    """The state dict of a CLAP checkpoint, keys without DataParallel's ``module.``.
+    Loaded as weights only (no code from the file can run) unless ``trust``."""
     mmap = zipfile.is_zipfile(path)  # torch's zip format maps tensors instead of reading them
     try:
         try:
             content = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-        except pickle.UnpicklingError:
-            # a checkpoint that pickles more than tensors (training state): laion_clap
-            # itself always loads with weights_only=False; only for trusted files
-            log.warning("%s holds more than tensors; loading it with weights_only=False", path)
+        except pickle.UnpicklingError as exc:
+            # a checkpoint that pickles more than tensors (training state): laion_clap itself
+            # unpickles everything, which runs whatever code the file carries; only on request
+            if not trust:
+                raise McrxError(
+                    f"{path}: the checkpoint pickles more than tensors ({exc}); mcrx loads "
+                    "weights only, so no code from a file can run. If you trust this file, "
+                    "set `trust_checkpoint: true` in the space's params") from None
+            log.warning("%s holds more than tensors; unpickling it in full (trusted)", path)
             content = torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
+    except McrxError:
+        raise
     except Exception as exc:  # any reader failure means an unusable file: say which
         raise McrxError(f"{path}: cannot read the checkpoint ({type(exc).__name__}: {exc})") \
             from None
@@ -193,7 +201,8 @@ def build_space(full_name: str, params: ClapParams) -> ClapSpace:
     the checkpoint's weights, or seeded random weights when ``random_weights`` is set."""
     preset = PRESETS.get(full_name.partition("/")[2])
     device = resolve_device(params.device)
-    state = read_checkpoint(params.checkpoint) if params.checkpoint is not None else None
+    state = (read_checkpoint(params.checkpoint, trust=params.trust_checkpoint)
+             if params.checkpoint is not None else None)
     fusion = _decide_fusion(full_name, preset, params, state)
     amodel = params.amodel or (preset.amodel if preset else DEFAULT_AMODEL)
     if amodel not in clap_module.list_models():
