@@ -266,8 +266,11 @@ class LinearConnector(Connector):
         Both solvers need only the d×d products AᵀA and AᵀB, accumulated here in float64
         ``block`` rows at a time: the largest temporary is one block, never a float64 copy
         of the memories (at paper scale, 2.31M texts × 512 would be 9.5 GB per copy)."""
-        ata = torch.zeros(leaf_bridge.shape[1], leaf_bridge.shape[1], dtype=torch.float64)
-        atb = torch.zeros(leaf_bridge.shape[1], parent_bridge.shape[1], dtype=torch.float64)
+        device = leaf_bridge.device
+        ata = torch.zeros(leaf_bridge.shape[1], leaf_bridge.shape[1], dtype=torch.float64,
+                          device=device)
+        atb = torch.zeros(leaf_bridge.shape[1], parent_bridge.shape[1], dtype=torch.float64,
+                          device=device)
         for start in range(0, leaf_bridge.shape[0], block):
             a = leaf_bridge[start : start + block].double()  # (b, d_L)
             ata.addmm_(a.T, a)
