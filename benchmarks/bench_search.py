@@ -5,7 +5,7 @@
 
 For each size N, the same L2-normalised rows (clustered like embeddings of a real
 collection: 32 rows a cluster around random centres, queries drawn around the same centres,
-never in the index) are indexed twice with ``mcrx.search.collection.build_index``: exact,
+never in the index) are indexed twice with ``mcrx.search.index.build_index``: exact,
 and IVF with mcrx's defaults (~4·√N lists, trained on 40 rows a list). Queries run one at a
 time (k = 10), as a user's search does; we report p50/p95 latency, the ratio IVF/exact
 measured in the same run, and the IVF's recall@10 against the exact results, at mcrx's
@@ -112,7 +112,7 @@ def bench_size(n: int, dim: int, queries_count: int, sweep: list[int], work: Pat
                with_collection: bool) -> dict:
     import faiss
 
-    from mcrx.search.collection import build_index, default_nprobe, ivf_lists
+    from mcrx.search.index import build_index, default_nprobe, ivf_lists
 
     print(f"\n== {n:,} items × {dim}-d, {queries_count} one-query searches (k = {K})", flush=True)
     before = C.mm_yardstick()

@@ -19,7 +19,6 @@ and a CUDA device in use, IVF indexes are moved to the GPU.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from mcrx.errors import McrxError
+from mcrx.methods.faiss_support import import_faiss, ivf_lists
 
 
 @dataclass(frozen=True)
@@ -57,16 +57,7 @@ class AnnSettings:
     def lists_for(self, rows: int) -> int:
         if self.nlist is not None:
             return max(1, min(self.nlist, rows))
-        return max(1, min(int(4 * math.sqrt(rows)), rows // 39))
-
-
-def import_faiss():
-    try:
-        import faiss
-    except ImportError:
-        raise McrxError("retrieval.mode 'ann' needs faiss: pip install faiss-cpu (or "
-                        "faiss-gpu on a CUDA machine), or `pip install mcrx[ann]`") from None
-    return faiss
+        return ivf_lists(rows)
 
 
 def _float32_rows(x: torch.Tensor, block: int = 65536) -> np.ndarray:
@@ -81,7 +72,7 @@ def _float32_rows(x: torch.Tensor, block: int = 65536) -> np.ndarray:
 
 def build_index(keys: torch.Tensor, settings: AnnSettings, device: torch.device | None = None):
     """An inner-product faiss index over the (already L2-normalised) rows of ``keys``."""
-    faiss = import_faiss()
+    faiss = import_faiss("retrieval.mode 'ann'")
     rows, dim = keys.shape
     if settings.index == "hnsw":
         index = faiss.IndexHNSWFlat(dim, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mcrx.errors import McrxError
+from mcrx.methods.faiss_support import import_faiss, ivf_lists
 from mcrx.search.files import (
     FileStat,
     content_hash,
@@ -53,6 +54,7 @@ from mcrx.search.files import (
     modality_of_suffix,
 )
 from mcrx.search.fingerprint import model_fingerprint
+from mcrx.search.index import build_index, index_kind
 from mcrx.search.query import Term, combine, parse_query
 from mcrx.store.atomic import atomic_path
 
@@ -88,62 +90,8 @@ CREATE TABLE IF NOT EXISTS versions (modality TEXT PRIMARY KEY, version INTEGER 
 """
 
 
-def _faiss():
-    try:
-        import faiss
-    except ImportError:  # pragma: no cover - the extra is not installed
-        raise McrxError("collections need faiss: pip install 'mcrx[search]' (faiss-cpu)") from None
-    return faiss
-
-
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
-
-
-def ivf_lists(count: int) -> int:
-    """Inverted lists for ``count`` vectors: ~4·√N (faiss's guideline), with at least 39
-    training points per list so k-means has something to fit."""
-    return max(1, min(int(round(4 * np.sqrt(count))), count // 39))
-
-
-def default_nprobe(nlist: int) -> int:
-    """Lists visited per query: 1/16 of them, at least 8 (recall@10 ≥ 0.95 on clustered
-    data in bench_search.py)."""
-    return max(1, min(nlist, max(8, nlist // 16)))
-
-
-def build_index(vectors: np.ndarray, ids: np.ndarray, kind: str, nlist: int | None = None):
-    """A faiss inner-product index over ``vectors`` (n, d) with ``ids`` (n,) int64:
-    ``kind`` "flat" (exact) or "ivf" (trained here on a sample of ``vectors``)."""
-    faiss = _faiss()
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    ids = np.ascontiguousarray(ids, dtype=np.int64)
-    dim = vectors.shape[1]
-    if kind == "flat":
-        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-    elif kind == "ivf":
-        nlist = nlist or ivf_lists(len(vectors))
-        quantizer = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        # k-means (faiss: 10 iterations) on 40 points per list, just above faiss's minimum
-        # of 39: the centroids barely move with more, and training time grows with the
-        # sample (1M × 512-d: ~4,000 lists trained on 160k vectors)
-        sample = min(len(vectors), 40 * nlist)
-        rng = np.random.default_rng(0)
-        chosen = rng.choice(len(vectors), size=sample, replace=False) if sample < len(
-            vectors) else slice(None)
-        index.train(vectors[chosen])
-        index.nprobe = default_nprobe(nlist)
-    else:
-        raise McrxError(f"unknown index kind {kind!r} (flat or ivf)")
-    if len(vectors):
-        index.add_with_ids(vectors, ids)
-    return index
-
-
-def index_kind(index) -> str:
-    faiss = _faiss()
-    return "ivf" if isinstance(faiss.try_extract_index_ivf(index), faiss.IndexIVF) else "flat"
 
 
 @dataclass(frozen=True)
@@ -607,7 +555,7 @@ class Collection:
         one was written for that version, else build it from the stored vectors and write
         it (best effort: a collection on a read-only disk is still searchable). ``write``:
         also remove the files of older versions (the indexing process does)."""
-        faiss = _faiss()
+        faiss = import_faiss("a collection")
         counts = self.counts()
         for modality, version in self._db_versions().items():
             loaded = self._indexes.get(modality)
@@ -650,7 +598,7 @@ class Collection:
         kind = "ivf" if len(rows) >= self.ivf_threshold else "flat"
         if (previous is not None and previous[1] is not None and kind == "ivf"
                 and index_kind(previous[1]) == "ivf"):
-            faiss = _faiss()
+            faiss = import_faiss("a collection")
             index = previous[1]
             nlist = faiss.extract_index_ivf(index).nlist
             wanted = ivf_lists(len(rows))
@@ -703,7 +651,7 @@ class Collection:
                 continue
             params = None
             if nprobe is not None and index_kind(index) == "ivf":
-                faiss = _faiss()
+                faiss = import_faiss("a collection")
                 params = faiss.SearchParametersIVF(nprobe=int(nprobe))
             scores, ids = index.search(query, min(n, index.ntotal), params=params)
             groups.append([(float(s), int(i), modality)
