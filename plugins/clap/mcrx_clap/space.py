@@ -126,11 +126,14 @@ def read_checkpoint(path: Path, trust: bool = False) -> dict[str, torch.Tensor]:
         except pickle.UnpicklingError as exc:
             # a checkpoint that pickles more than tensors (training state): laion_clap itself
             # unpickles everything, which runs whatever code the file carries; only on request
-            if not trust:
+            if not trust:  # torch's own advice (weights_only=False) is not repeated to users
+                reason = str(exc).rpartition("WeightsUnpickler error:")[2].strip()
+                reason = reason.splitlines()[0] if reason else type(exc).__name__
                 raise McrxError(
-                    f"{path}: the checkpoint pickles more than tensors ({exc}); mcrx loads "
-                    "weights only, so no code from a file can run. If you trust this file, "
-                    "set `trust_checkpoint: true` in the space's params") from None
+                    f"{path}: cannot read the checkpoint as weights only ({reason}): it is not "
+                    "a PyTorch checkpoint, or it pickles more than tensors. mcrx never runs "
+                    "code from a file; if you trust this one, set `trust_checkpoint: true` "
+                    "in the space's params") from None
             log.warning("%s holds more than tensors; unpickling it in full (trusted)", path)
             content = torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
     except McrxError:
