@@ -24,7 +24,11 @@ app = typer.Typer(
         "Start with:  mcrx extend recipes/demo.yaml   (offline toy world, a few minutes)\n\n"
         "A recipe (YAML) names a base space, leaves attached through a bridge modality, "
         "unpaired memories per modality and evaluation sets; `mcrx schema` documents every "
-        "field and `mcrx list-plugins` what can be named."
+        "field and `mcrx list-plugins` what can be named.\n\n"
+        "Before a big run:  mcrx validate RECIPE; mcrx plan RECIPE (rows, FLOPs, RAM, time).\n\n"
+        "With a trained model (OUT/model):  mcrx evaluate MODEL EVAL.yaml; "
+        "mcrx index MODEL COLLECTION -m audio FILES...; mcrx search COLLECTION QUERY; "
+        "mcrx serve COLLECTION."
     ),
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
