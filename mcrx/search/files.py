@@ -8,7 +8,6 @@ modality (raw vectors of the toy world, point clouds of ULIP), so it needs ``--m
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mcrx.errors import McrxError
+from mcrx.store.fingerprint import file_sha256
 
 #: file suffix → the modality it holds (lower case); suffixes missing here (``.npy``) are
 #: ambiguous and need the modality named
@@ -32,7 +32,6 @@ SUFFIX_MODALITIES: dict[str, str] = {
 #: path: a CLIP text tower would otherwise embed the file name)
 TEXT_FILE_SUFFIXES = (".txt", ".md")
 
-_HASH_CHUNK = 1 << 20
 
 
 def modality_of_suffix(path: str | Path, modalities: Iterable[str]) -> str | None:
@@ -55,11 +54,7 @@ def looks_like_path(value: str) -> bool:
 
 def content_hash(path: str | Path) -> str:
     """sha256 of the file's bytes (hex): what decides whether a changed file is re-embedded."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_sha256(path)
 
 
 def encoder_item(path: str | Path, modality: str) -> Any:

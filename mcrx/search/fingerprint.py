@@ -3,22 +3,13 @@ models never meet in one index (their spaces are unrelated even at equal dimensi
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from mcrx.errors import McrxError
-from mcrx.store.fingerprint import fingerprint_of
+from mcrx.store.fingerprint import file_sha256, fingerprint_of
 
 MANIFEST = "manifest.json"
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def model_fingerprint(path: str | Path) -> str:
@@ -41,5 +32,5 @@ def model_fingerprint(path: str | Path) -> str:
         file = path / leaf.get("file", "")
         if not file.is_file():
             raise McrxError(f"{path}: the connector file {leaf.get('file')} is missing")
-        weights.append((leaf.get("file"), _file_digest(file)))
+        weights.append((leaf.get("file"), file_sha256(file)))
     return fingerprint_of("mcrx-model", essential, weights)

@@ -28,3 +28,14 @@ def files_fingerprint(paths: Sequence[Any]) -> str:
         except (OSError, TypeError):
             stats.append((str(path),))
     return fingerprint_of(stats)
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """sha256 of a file's bytes (hex), read ``chunk`` bytes at a time: for what must follow
+    the content itself (weights files, a collection's items), not the cheap stat-based
+    :func:`files_fingerprint`."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

@@ -9,7 +9,6 @@ datasets; ``encode_prepared`` per batch), and return L2-normalised float32 rows 
 
 from __future__ import annotations
 
-import hashlib
 from abc import abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch.nn.functional as F
 
 from mcrx import Encoder, McrxError, Space, fingerprint_of
 from mcrx.device import resolve_device
+from mcrx.store.fingerprint import file_sha256
 from mcrx.store.inputs import open_image, read_inputs
 from mcrx_ulip.model import Ulip2, Ulip2Config, load_model, random_model, read_checkpoint
 from mcrx_ulip.params import CHECKPOINT_NAME, PointBertParams
@@ -67,14 +67,6 @@ def prepare_image(item: Any) -> np.ndarray:
     image = image.crop((left, top, left + IMAGE_SIZE, top + IMAGE_SIZE))
     pixels = np.asarray(image, dtype=np.float32) / 255.0  # (224, 224, 3)
     return ((pixels - IMAGE_MEAN) / IMAGE_STD).transpose(2, 0, 1).copy()  # (3, 224, 224)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 23), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class UlipEncoder(Encoder):
@@ -220,7 +212,7 @@ class UlipSpace(Space):
     def fingerprint(self) -> str:
         if self._weights_id is None:  # hash the weights once per process
             checkpoint = self.params.checkpoint
-            self._weights_id = (f"sha256:{_sha256(checkpoint)}" if checkpoint is not None
+            self._weights_id = (f"sha256:{file_sha256(checkpoint)}" if checkpoint is not None
                                 else f"random:{self.params.seed}")
         return fingerprint_of(self.name, self.dim, self._weights_id, repr(self.config))
 
