@@ -16,6 +16,12 @@ resumable part, ``part-<rank>-of-<world>/`` (a memory folder of its own), and
 ``{"file": "part-000-of-002/shard-00000.npy", ...}`` — without copying a row. Readers only
 follow the ``file`` of each shard, so such a memory reads like any other.
 
+What the stages read is :meth:`Memory.mapped_tensor`: the rows L2-normalised once into one
+contiguous ``normalized-<dtype>.npy`` beside the shards, then memory-mapped. The rows are
+then page cache, not process memory: every process of a ``torchrun`` launch maps the same
+pages (one copy in RAM, not one per process), and the kernel may drop and re-read them
+under pressure instead of killing the run.
+
 Encoded memories live in the embedding cache (``$MCRX_CACHE_DIR/embeddings``, default
 ``~/.cache/mcrx/embeddings``), keyed by the encoder's fingerprint (space, weights,
 preprocessing) and the source's fingerprint (dataset and params, or input files with their
@@ -37,6 +43,7 @@ from mcrx.store.atomic import atomic_path, write_json_atomic
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
+NORMALIZED = "normalized-{dtype}.npy"  # the rows, L2-normalised, in one contiguous array
 
 
 class Memory:
@@ -130,6 +137,47 @@ class Memory:
         if normalize:
             normalize_rows_(rows, block)
         return rows
+
+
+    def mapped_tensor(self, dtype: str | None = "float32", block: int = 65536):
+        """The whole memory L2-normalised, as one torch tensor memory-mapped (copy-on-write)
+        from ``normalized-<dtype>.npy`` in the memory's folder, which is written the first
+        time, block by block with :func:`normalize_rows_` (bit-identical to
+        ``tensor(dtype, normalize=True)``). ``dtype=None`` keeps the stored dtype. Several
+        processes mapping it share one copy of the rows in RAM. A folder that cannot be
+        written (read-only) falls back to :meth:`tensor`."""
+        import torch
+
+        dtype = dtype or self.dtype
+        if not self.complete:
+            raise McrxError(f"{self.path}: the memory is incomplete; encode again to finish it")
+        path = self.path / NORMALIZED.format(dtype=dtype)
+        if not path.is_file():
+            try:
+                self._write_normalized(path, dtype, block)
+            except OSError:
+                return self.tensor(dtype=dtype, normalize=True, block=block)
+        rows = np.load(path, mmap_mode="c", allow_pickle=False)
+        if rows.shape != (self.count, self.dim) or rows.dtype != np.dtype(dtype):
+            raise McrxError(f"{path}: holds {rows.shape} {rows.dtype} rows, but the memory "
+                            f"has {self.count} × {self.dim} {dtype}; delete it to rebuild it")
+        return torch.from_numpy(rows)
+
+    def _write_normalized(self, path: Path, dtype: str, block: int) -> None:
+        import torch
+
+        with atomic_path(path) as tmp:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype,
+                                            shape=(self.count, self.dim))
+            buffer = np.empty((min(block, self.count), self.dim), dtype=dtype)
+            for start in range(0, self.count, block):
+                stop = min(start + block, self.count)
+                rows = self.read(start, stop, dtype=dtype, out=buffer[: stop - start],
+                                 keep_mapped=False)
+                out[start : start + len(rows)] = normalize_rows_(torch.from_numpy(rows),
+                                                                 block).numpy()
+            out.flush()
+            del out
 
 
 def normalize_rows_(rows, block: int = 65536):

@@ -123,3 +123,52 @@ def test_parts_are_listed_in_one_manifest_without_copying_rows(tmp_path):
     with pytest.raises(Exception, match="incomplete"):
         merge_parts(tmp_path / "n", {"key": "n"}, [unfinished])
     assert MemoryWriter(unfinished, {"key": "u"}, dim=3, shard_rows=10).count == 10
+
+
+SHARING_CHILD = r"""
+import json, sys, time
+from pathlib import Path
+from mcrx.store.memory import Memory
+
+folder, me, other = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+rows = Memory(folder / "m").mapped_tensor(dtype=None)
+touched = float(rows[:, 0].float().sum() + rows[:, -1].float().sum())  # fault every page in
+(folder / me).touch()
+deadline = time.time() + 120
+while not (folder / other).exists() and time.time() < deadline:
+    time.sleep(0.05)
+mapping, sizes = None, {}
+for line in Path("/proc/self/smaps").read_text().splitlines():
+    fields = line.split()
+    if "-" in fields[0] and len(fields) >= 5:  # a mapping's header line
+        mapping = fields[-1] if len(fields) >= 6 else None
+    elif mapping and mapping.endswith("normalized-float16.npy") and fields[0] in ("Rss:", "Pss:"):
+        sizes[fields[0][:-1]] = sizes.get(fields[0][:-1], 0) + int(fields[1]) * 1024
+(folder / f"{me}.done").touch()
+while not (folder / f"{other}.done").exists() and time.time() < deadline:
+    time.sleep(0.05)  # keep the mapping until the other process has measured too
+print(json.dumps({**sizes, "bytes": rows.numel() * rows.element_size(), "sum": touched}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
+def test_processes_mapping_a_memory_share_one_copy_of_its_rows(tmp_path):
+    """What several processes of a launch load: every one maps the same normalised file, so
+    its rows are in RAM once. Measured as each process's proportional share (Pss) of the
+    mapping: with two processes holding every page, each is charged half."""
+    write_memory(tmp_path / "m", 65536, 256, seed=3)  # 32 MiB of float16 rows
+    Memory(tmp_path / "m").mapped_tensor(dtype=None)  # written once, as the main process does
+    children = [subprocess.Popen([sys.executable, "-c", SHARING_CHILD, str(tmp_path), me, other],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+                for me, other in (("a", "b"), ("b", "a"))]
+    results = []
+    for child in children:
+        out, err = child.communicate(timeout=300)
+        assert child.returncode == 0, err[-2000:]
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    size = results[0]["bytes"]
+    assert results[0]["sum"] == results[1]["sum"]
+    for result in results:
+        assert result["Rss"] > 0.95 * size, result  # every page resident in both…
+        assert result["Pss"] < 0.55 * size, result  # …and each charged for half of them

@@ -110,3 +110,37 @@ def test_embedding_files_are_checked(tmp_path):
 def test_memory_requires_a_manifest(tmp_path):
     with pytest.raises(McrxError, match="not a memory"):
         Memory(tmp_path)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_mapped_tensor_is_the_normalised_read_bit_for_bit(tmp_path, dtype):
+    """The rows every stage reads: normalised once into one file, memory-mapped, equal bit
+    for bit to the in-RAM read (a ragged last block and shards of another size included)."""
+    writer = MemoryWriter(tmp_path / "m", {"key": "k"}, dim=6, shard_rows=7, dtype=dtype)
+    writer.append(np.random.default_rng(0).standard_normal((23, 6), dtype=np.float32))
+    memory = writer.close()
+    in_ram = memory.tensor(dtype=None, normalize=True)
+    mapped = memory.mapped_tensor(dtype=None, block=5)
+    assert mapped.dtype == in_ram.dtype == getattr(torch, dtype)
+    assert torch.equal(mapped, in_ram)
+    stored = tmp_path / "m" / f"normalized-{dtype}.npy"
+    assert isinstance(np.load(stored, mmap_mode="r"), np.memmap)
+    written = stored.stat().st_mtime_ns
+    again = Memory(tmp_path / "m").mapped_tensor(dtype=None)  # reused, not rewritten
+    assert torch.equal(again, in_ram) and stored.stat().st_mtime_ns == written
+    mapped[0] = 0  # copy-on-write: the file keeps the rows
+    assert torch.equal(Memory(tmp_path / "m").mapped_tensor(dtype=None), in_ram)
+    widened = memory.mapped_tensor("float32")
+    assert widened.dtype == torch.float32
+    assert torch.equal(widened, memory.tensor("float32", normalize=True))
+
+
+def test_mapped_tensor_refuses_an_incomplete_memory_and_a_foreign_file(tmp_path):
+    writer = MemoryWriter(tmp_path / "m", {"key": "k"}, dim=4, shard_rows=4)
+    writer.append(rows(4))
+    with pytest.raises(McrxError, match="incomplete"):
+        Memory(tmp_path / "m").mapped_tensor()
+    memory = writer.close()
+    np.save(tmp_path / "m" / "normalized-float32.npy", np.zeros((3, 4), dtype=np.float32))
+    with pytest.raises(McrxError, match=r"normalized-float32.npy: holds \(3, 4\).*delete it"):
+        memory.mapped_tensor()
