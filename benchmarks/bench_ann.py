@@ -1,15 +1,17 @@
-"""ann retrieval (faiss IVF-Flat, exact softmax over the k found) against exact retrieval.
+"""ann retrieval (a faiss index, exact softmax over the k found) against exact retrieval.
 
-    python benchmarks/bench_ann.py            # 1M queries × 1M memory rows × 512-d
+    python benchmarks/bench_ann.py            # 1M queries × 1M memory rows × 512-d, HNSW
     python benchmarks/bench_ann.py --quick    # 100k × 100k × 512
+    python benchmarks/bench_ann.py --index ivf-flat --nprobe 128   # the IVF alternative
 
 One clustered memory (``_common.clustered_rows``, like a real collection's embeddings) and
 queries drawn around the same centres. Both methods cost time linear in the number of
 queries, so each is timed on a sample of queries and scaled to the full count: exact
 ``soft_retrieve`` on ``--exact-sample`` queries (1M × 1M exactly would take hours on this
-machine), ann on ``--ann-sample`` queries plus the WHOLE index build (k-means training and
-adding every row), which is paid once per memory. Quality: cosine between the ann and exact
-rows on the exact sample (mean and minimum), as ``mcrx extend`` reports it.
+machine), ann on ``--ann-sample`` queries plus the WHOLE index build (the HNSW graph over
+every row; for IVF the k-means training and adding every row), paid once per memory.
+Quality: cosine between the ann and exact rows on the exact sample (mean and minimum), as
+``mcrx extend`` reports it.
 
 Targets (issue 9): speed-up ≥ 10× at 1M × 1M × 512 with mean cosine ≥ 0.99. A torch.mm
 yardstick runs before and after, for the load.
@@ -29,7 +31,11 @@ def main() -> None:
     parser.add_argument("--rows", type=int, help="memory rows (1M; --quick 100k)")
     parser.add_argument("--queries", type=int, help="queries (default: as many as rows)")
     parser.add_argument("--dim", type=int, default=512)
-    parser.add_argument("--k", type=int, default=256)
+    parser.add_argument("--index", choices=["hnsw", "ivf-flat"], default="hnsw")
+    parser.add_argument("--k", type=int, default=64, help="rows kept per query")
+    parser.add_argument("--ef-search", type=int, default=64, help="HNSW beam (raised to k)")
+    parser.add_argument("--hnsw-m", type=int, default=32)
+    parser.add_argument("--ef-construction", type=int, default=80)
     parser.add_argument("--nlist", type=int, help="IVF lists (mcrx's default rule if unset)")
     parser.add_argument("--nprobe", type=int, default=32)
     parser.add_argument("--exact-sample", type=int, default=2048)
@@ -67,7 +73,9 @@ def main() -> None:
     print(f"exact: {exact_per_query * 1e3:.3f} ms a query ({len(exact_rows):,} timed)",
           flush=True)
 
-    settings = AnnSettings(k=args.k, nlist=args.nlist, nprobe=args.nprobe)
+    settings = AnnSettings(index=args.index, k=args.k, nlist=args.nlist, nprobe=args.nprobe,
+                           hnsw_m=args.hnsw_m, ef_construction=args.ef_construction,
+                           ef_search=args.ef_search)
     retriever = AnnRetriever(settings)
     began = time.perf_counter()
     retriever.index_for(memory)
@@ -79,15 +87,21 @@ def main() -> None:
     (approx,) = retriever(exact_rows, memory, None, 0.01)
     cosine = (approx * exact).sum(dim=1)
     after = C.mm_yardstick()
-    print(f"ann: index built in {build:.1f} s (nlist {settings.lists_for(rows)}, nprobe "
-          f"{args.nprobe}), {ann_per_query * 1e3:.3f} ms a query ({len(ann_rows):,} timed)")
+    shape = (f"M {args.hnsw_m}, ef_construction {args.ef_construction}, ef_search "
+             f"{max(args.ef_search, args.k)}" if args.index == "hnsw" else
+             f"nlist {settings.lists_for(rows)}, nprobe {args.nprobe}")
+    print(f"ann: {args.index} index built in {build:.1f} s ({shape}), "
+          f"{ann_per_query * 1e3:.3f} ms a query ({len(ann_rows):,} timed)")
 
     exact_total = exact_per_query * queries
     ann_total = build + ann_per_query * queries
     speedup = exact_total / ann_total
     result = {
         "benchmark": "ann", "rows": rows, "queries": queries, "dim": args.dim, "k": args.k,
-        "nlist": settings.lists_for(rows), "nprobe": args.nprobe,
+        "index": args.index, **({"hnsw_m": args.hnsw_m, "ef_construction": args.ef_construction,
+                                 "ef_search": max(args.ef_search, args.k)}
+                                if args.index == "hnsw" else
+                                {"nlist": settings.lists_for(rows), "nprobe": args.nprobe}),
         "exact_seconds_estimated": round(exact_total, 1),
         "exact_ms_per_query": round(exact_per_query * 1e3, 4),
         "ann_build_seconds": round(build, 2), "ann_ms_per_query": round(ann_per_query * 1e3, 4),

@@ -9,12 +9,21 @@ is lost is measured, not assumed: :func:`ann_deviation` compares ann with exact 
 a sample of queries, and ``mcrx extend`` reports the mean and minimum cosine (as it does for
 ``top-k``).
 
-Exact and top-k retrieval cost one full (queries × memory) product; the index visits only
-``nprobe / nlist`` of the memory per query (IVF-Flat) or a graph neighbourhood (HNSW), which
-is what makes 10M-row memories or CPU-only machines practical. Indexes store a float32 copy
-of their memory and return exact inner products of the rows they visit; the softmax uses
-those. faiss-cpu is the dependency (``pip install mcrx[ann]``); with ``faiss-gpu`` installed
-and a CUDA device in use, IVF indexes are moved to the GPU.
+Exact and top-k retrieval cost one full (queries × memory) product; an index visits a graph
+neighbourhood (HNSW, the default) or ``nprobe / nlist`` of the memory (IVF-Flat) per query,
+which is what makes 10M-row memories or CPU-only machines practical. Why HNSW is the default
+(benchmarks/bench_ann.py, 1M × 1M × 512, this 2-core CPU): embeddings form many small tight
+groups (32-row clusters in the benchmark) that coarse k-means cells do not follow, so IVF
+cells cut groups apart and a query misses part of its own group (mean cosine to exact 0.948
+at nprobe 32; 0.975 at nprobe 128, where it is only 8.8× faster than exact); the graph links
+each row to its true neighbours: k = ef_search = 128 is 13.9× faster than exact at mean
+cosine 0.9925 (k = 256: 9.4×, 0.9987; k = 64: 20×, 0.953). IVF-Flat remains the choice on
+a GPU (faiss-gpu has IVF, not HNSW).
+
+Indexes store their own copy of the memory (float32, or float16 for a float16 memory: the
+same numbers, so no precision is lost) and return exact inner products of the rows they
+visit; the softmax uses those. faiss-cpu is the dependency (``pip install mcrx[ann]``); with
+``faiss-gpu`` installed and a CUDA device in use, IVF indexes are moved to the GPU.
 """
 
 from __future__ import annotations
@@ -36,14 +45,14 @@ from mcrx.methods.faiss_support import import_faiss, ivf_lists
 class AnnSettings:
     """How indexes are built and searched (the recipe's ``retrieval.ann``)."""
 
-    index: str = "ivf-flat"  # "ivf-flat" or "hnsw"
+    index: str = "hnsw"  # "hnsw" or "ivf-flat"
     k: int = 256  # rows kept per query (the softmax runs over these)
     nlist: int | None = None  # IVF lists; None: 4·√N, at most N/39 (faiss's training rule)
     nprobe: int = 32  # IVF lists visited per query
     train_rows: int = 65536  # rows sampled to train the IVF centroids (k-means)
     hnsw_m: int = 32  # HNSW graph degree
     ef_construction: int = 80  # HNSW build-time beam
-    ef_search: int = 256  # HNSW search beam (≥ k)
+    ef_search: int = 128  # HNSW search beam (raised to k)
     query_block: int = 2048  # queries searched at once
     gpu: bool = True  # use faiss-gpu when installed and the device is CUDA
     seed: int = 0
@@ -70,31 +79,48 @@ def _float32_rows(x: torch.Tensor, block: int = 65536) -> np.ndarray:
     return out
 
 
+def _float16_storage(faiss, keys: torch.Tensor):
+    """faiss's fp16 scalar quantizer for a float16 memory (its rows stored exactly, half the
+    bytes of a float32 copy), else None (float32 rows stored as they are)."""
+    return faiss.ScalarQuantizer.QT_fp16 if keys.dtype == torch.float16 else None
+
+
+def _add_rows(index, keys: torch.Tensor, block: int = 65536) -> None:
+    for start in range(0, keys.shape[0], block):
+        index.add(_float32_rows(keys[start : start + block]))
+
+
 def build_index(keys: torch.Tensor, settings: AnnSettings, device: torch.device | None = None):
     """An inner-product faiss index over the (already L2-normalised) rows of ``keys``."""
     faiss = import_faiss("retrieval.mode 'ann'")
     rows, dim = keys.shape
+    half = _float16_storage(faiss, keys)
     if settings.index == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index = (faiss.IndexHNSWFlat(dim, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+                 if half is None else
+                 faiss.IndexHNSWSQ(dim, half, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT))
         index.hnsw.efConstruction = settings.ef_construction
         index.hnsw.efSearch = max(settings.ef_search, settings.k)
-        for start in range(0, rows, 65536):
-            index.add(_float32_rows(keys[start : start + 65536]))
+        _add_rows(index, keys)  # fp16 storage needs no training (it is not learned)
         return index
     if settings.index != "ivf-flat":
-        raise McrxError(f"retrieval.ann.index: expected 'ivf-flat' or 'hnsw', got "
+        raise McrxError(f"retrieval.ann.index: expected 'hnsw' or 'ivf-flat', got "
                         f"{settings.index!r}")
     nlist = settings.lists_for(rows)
     quantizer = faiss.IndexFlatIP(dim)
-    index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    index = (faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+             if half is None else
+             faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, half,
+                                           faiss.METRIC_INNER_PRODUCT))
+    if half is not None:
+        index.by_residual = False  # the rows themselves in fp16 (exact), not row − centroid
     index.cp.seed = settings.seed
     # k-means on a sample: enough rows per centroid (faiss warns below 39), never all of them
     generator = torch.Generator().manual_seed(settings.seed)
     sample = min(rows, max(settings.train_rows, 39 * nlist))
     picked = torch.randperm(rows, generator=generator)[:sample].sort().values
     index.train(_float32_rows(keys[picked]))
-    for start in range(0, rows, 65536):
-        index.add(_float32_rows(keys[start : start + 65536]))
+    _add_rows(index, keys)
     index.nprobe = min(settings.nprobe, nlist)
     if settings.gpu and device is not None and device.type == "cuda":
         if hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
@@ -119,6 +145,7 @@ class AnnRetriever:
     keep: int = 2
     indexes: dict[tuple[int, tuple[int, ...]], Any] = field(default_factory=dict)
     build_seconds: float = 0.0
+    builds: int = 0
 
     def index_for(self, keys: torch.Tensor):
         key = (keys.data_ptr(), tuple(keys.shape))
@@ -128,6 +155,7 @@ class AnnRetriever:
             began = time.perf_counter()
             self.indexes[key] = build_index(keys, self.settings, self.device)
             self.build_seconds += time.perf_counter() - began
+            self.builds += 1
         else:  # most recently used last
             self.indexes[key] = self.indexes.pop(key)
         return self.indexes[key]

@@ -46,32 +46,39 @@ def test_with_every_list_searched_ann_is_top_k():
     keys, centres = clustered(2000, 16, seed=2)
     values = [keys, torch.randn(2000, 8)]
     queries, _ = clustered(100, 16, seed=3, centres=centres)
-    retriever = AnnRetriever(AnnSettings(k=32, nlist=8, nprobe=8))
+    retriever = AnnRetriever(AnnSettings(index="ivf-flat", k=32, nlist=8, nprobe=8))
     approx = retriever(queries, keys, values, 0.01)
     expected = top_k_retrieve(queries, keys, values, 0.01, 32)
     for a, b in zip(approx, expected, strict=True):
         torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
 
 
-def test_float16_memory_is_searched_without_a_float32_copy_kept():
+@pytest.mark.parametrize(("index", "stored"), [("ivf-flat", "IndexIVFScalarQuantizer"),
+                                               ("hnsw", "IndexHNSWSQ")])
+def test_float16_memory_is_indexed_in_float16_and_searched_exactly(index, stored):
+    """A float16 memory is indexed with faiss's fp16 storage (half a float32 copy's bytes,
+    the same numbers): with every row reachable the result is top-k's on the float16 rows."""
     keys, centres = clustered(3000, 16, seed=4)
     half = keys.half()
     queries, _ = clustered(50, 16, seed=5, centres=centres)
-    retriever = AnnRetriever(AnnSettings(k=32, nlist=4, nprobe=4))
+    settings = AnnSettings(index=index, k=32, nlist=4, nprobe=4, ef_search=256)
+    retriever = AnnRetriever(settings)
     (approx,) = retriever(queries, half, None, 0.01)
     (exact,) = top_k_retrieve(queries, half.float(), [half.float()], 0.01, 32)
     torch.testing.assert_close(approx, exact, atol=1e-4, rtol=1e-3)
     assert half.dtype == torch.float16  # the memory itself is untouched
+    assert type(retriever.index_for(half)).__name__ == stored
+    assert type(build_index(keys, settings)).__name__ != stored  # float32 rows stay float32
 
 
 def test_fewer_rows_than_k_and_unfilled_lists():
     keys, _ = clustered(40, 8, seed=6)
-    retriever = AnnRetriever(AnnSettings(k=256, nlist=1, nprobe=1))
+    retriever = AnnRetriever(AnnSettings(index="ivf-flat", k=256, nlist=1, nprobe=1))
     (approx,) = retriever(keys[:5], keys, None, 0.01)
     (exact,) = soft_retrieve(keys[:5], keys, None, 0.01)
     torch.testing.assert_close(approx, exact, atol=2e-5, rtol=1e-4)
     # IVF with one list of many: a query may see fewer than k rows; missing ones weigh 0
-    index = build_index(keys, AnnSettings(k=8, nlist=2, nprobe=1))
+    index = build_index(keys, AnnSettings(index="ivf-flat", k=8, nlist=2, nprobe=1))
     assert index.nprobe == 1
 
 

@@ -22,7 +22,7 @@ def test_ann_pairs_are_cached_and_reused_by_another_output(tmp_path, cache_dir,
     runs = {}
     for name in ("first", "second"):
         raw = make_small_recipe("demo.yaml", tmp_path / name)
-        raw["retrieval"] = {"mode": "ann", "k": 128, "ann": {"nprobe": 16}}
+        raw["retrieval"] = {"mode": "ann", "k": 128, "ann": {"ef_search": 128}}
         raw["training"]["epochs"] = 2
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump(raw))
@@ -37,7 +37,7 @@ def test_ann_pairs_are_cached_and_reused_by_another_output(tmp_path, cache_dir,
         assert first["path"].startswith(str(cache_dir / "pairs"))
         manifest = json.loads((Path(first["path"]) / "manifest.json").read_text())
         deviation = manifest["ann_deviation"]
-        assert deviation["index"] == "ivf-flat" and deviation["mean_cosine"] > 0.95, deviation
+        assert deviation["index"] == "hnsw" and deviation["mean_cosine"] > 0.95, deviation
         assert not (tmp_path / "second" / "pseudo_pairs" / leaf).exists()
     # the second run trained on the same pairs: the same connector, the same metrics
     assert runs["second"]["retrieval"] == runs["first"]["retrieval"]
