@@ -134,3 +134,22 @@ def test_plan_command_prints_json_and_needs_no_weights(make_small_recipe, tmp_pa
     assert plan["stages"][1]["flops"] > 0 and plan["class_rate_flops"] == 6.2e13
     bad = CliRunner().invoke(app, ["plan", str(path), "--device-class", "tpu"])
     assert bad.exit_code == 1 and "--device-class" in bad.output
+
+
+def test_hnsw_search_count_bounds_what_faiss_computes():
+    """An HNSW search scores at most 2·hnsw_m neighbours of each of the ef nodes it expands;
+    faiss counts the distances it really computes (hnsw_stats.ndis): the plan's count is an
+    upper bound, and not a loose one."""
+    faiss = pytest.importorskip("faiss")
+    from mcrx.methods.ann import AnnSettings, build_index
+    from mcrx.stages.plan import retrieval_flops
+
+    keys = F.normalize(torch.randn(20000, 32, generator=torch.Generator().manual_seed(1)), dim=-1)
+    settings = AnnSettings(index="hnsw", k=32, ef_search=64, hnsw_m=16, ef_construction=40)
+    index = build_index(keys, settings)
+    faiss.cvar.hnsw_stats.reset()
+    index.search(keys[:1000].numpy(), settings.k)
+    computed = faiss.cvar.hnsw_stats.ndis
+    planned = retrieval_flops(1000, 20000, 32, [], mode="ann", k=32, index="hnsw",
+                              ef_search=64, hnsw_m=16, ef_construction=0) / (2 * 32)
+    assert computed <= planned <= 3 * computed, (computed, planned)
