@@ -97,9 +97,13 @@ def embed_source(run: Run, source: DataSource, modality: str, space_name: str, w
     if memory.count != len(items):
         raise McrxError(f"{path}: cached memory holds {memory.count} rows, expected "
                         f"{len(items)}; delete it to re-encode")
-    # one preallocated read, normalised in place (peak 1× the memory); a float16 memory
-    # stays float16 in RAM (half the bytes) and is widened block by block where it is used
-    rows = memory.tensor(dtype=None if dtype == "float16" else "float32", normalize=True)
+    # normalised once into one contiguous file, then memory-mapped: page cache, one copy in
+    # RAM however many processes map it; a float16 memory stays float16 (half the bytes)
+    # and is widened block by block where it is used. The entry's file lock (not a barrier:
+    # evaluation calls this on the main process alone) lets one process write the file
+    # while the others wait, then map what it wrote.
+    with cache_entry_lock(path):
+        rows = memory.mapped_tensor(dtype=None if dtype == "float16" else "float32")
     return Embeddings(rows, key, labels)
 
 
