@@ -173,6 +173,35 @@ def reset_peak_rss() -> int:
     return proc_status().get("VmRSS", 0)
 
 
+class PeakSampler:
+    """Peak anonymous RSS (heap, tensors: what cannot be dropped) of this process, sampled
+    every ``interval`` seconds on a thread while the ``with`` block runs. VmHWM also counts
+    the pages of memory-mapped files (pairs read by the aligner, memory shards), which the
+    kernel drops under pressure; RssAnon is the footprint that competes for RAM."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval, self.peak_anon = interval, 0
+        self._stop = None
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak_anon = max(self.peak_anon, proc_status().get("RssAnon", 0))
+
+    def __enter__(self) -> PeakSampler:
+        import threading
+
+        self.peak_anon = proc_status().get("RssAnon", 0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_anon = max(self.peak_anon, proc_status().get("RssAnon", 0))
+
+
 def proc_status() -> dict:
     """VmHWM / VmRSS / RssAnon / RssFile of this process, in bytes (Linux only)."""
     out = {}

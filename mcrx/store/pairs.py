@@ -9,6 +9,7 @@ The folder is built beside its final path and renamed into place: it is complete
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -55,16 +56,23 @@ def write_pseudo_pairs(
             np.lib.format.open_memmap(tmp / f"{role}.npy", mode="w+", dtype=dtype,
                                       shape=(total, widths[role])).flush()
     barrier()
-    arrays = {role: np.load(tmp / f"{role}.npy", mmap_mode="r+") for role in PAIR_ROLES}
-    for start, rows in method.chunks(memories, temperature, chunk, rank, world, **blocks):
-        count = len(rows["leaf_x"])
-        for role in PAIR_ROLES:
-            arrays[role][start : start + count] = rows[role].cpu().numpy()
-        if on_chunk is not None:
-            on_chunk(min(count * world, total))  # the others advance alongside
-    for array in arrays.values():
-        array.flush()
-    del arrays
+    # rows go to the files with positioned writes, not through a writable mapping: the
+    # written pages are then page cache, not this process's resident set (a mapping keeps
+    # every page it wrote resident until unmapped: the whole pairs' size, measured by
+    # benchmarks/bench_scale.py)
+    files = {role: _RowFile(tmp / f"{role}.npy") for role in PAIR_ROLES}
+    try:
+        for start, rows in method.chunks(memories, temperature, chunk, rank, world, **blocks):
+            count = len(rows["leaf_x"])
+            for role in PAIR_ROLES:
+                files[role].write(start, rows[role].cpu().numpy())
+            if on_chunk is not None:
+                on_chunk(min(count * world, total))  # the others advance alongside
+        for file in files.values():
+            file.sync()
+    finally:
+        for file in files.values():
+            file.close()
     barrier()
     if rank == 0:
         write_json_atomic(tmp / MANIFEST, {**(metadata or {}), "method": method.name,
@@ -72,6 +80,31 @@ def write_pseudo_pairs(
         commit(tmp, path)
     barrier()
     return read_pseudo_pairs(path)
+
+
+class _RowFile:
+    """Rows written at their place in a pre-allocated ``.npy`` (``os.pwrite``: several
+    processes write disjoint rows of the same file)."""
+
+    def __init__(self, path: Path) -> None:
+        header = np.load(path, mmap_mode="r")
+        self.offset, self.dtype = header.offset, header.dtype
+        self.row_bytes = header.shape[1] * header.dtype.itemsize
+        del header
+        self.fd = os.open(path, os.O_WRONLY)
+
+    def write(self, start: int, rows: np.ndarray) -> None:
+        data = np.ascontiguousarray(rows, dtype=self.dtype)
+        view, position = memoryview(data).cast("B"), self.offset + start * self.row_bytes
+        while view:  # pwrite may write less than asked
+            written = os.pwrite(self.fd, view, position)
+            view, position = view[written:], position + written
+
+    def sync(self) -> None:
+        os.fsync(self.fd)
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 def read_pseudo_pairs(path: Path) -> dict[str, np.ndarray]:

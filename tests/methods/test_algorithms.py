@@ -126,6 +126,29 @@ def test_pairs_written_to_disk_in_chunks_equal_the_in_memory_ones(tmp_path):
     assert not list(tmp_path.glob(".pairs*"))
 
 
+def test_two_writers_fill_one_set_of_pair_files(tmp_path):
+    """Under two processes each writes every other chunk into the same files (positioned
+    writes of disjoint rows); the result is the one-process result, in float16 too."""
+    import threading
+
+    mem = memories()
+    alone = write_pseudo_pairs(tmp_path / "one", exmcr.METHOD, mem, 0.01, chunk=7,
+                               dtype="float16")
+    barrier = threading.Barrier(2)
+    threads = [threading.Thread(target=write_pseudo_pairs, args=(
+        tmp_path / "two", exmcr.METHOD, mem, 0.01), kwargs={
+        "chunk": 7, "dtype": "float16", "rank": rank, "world": 2, "barrier": barrier.wait})
+        for rank in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    together = read_pseudo_pairs(tmp_path / "two")
+    for role, rows in alone.items():
+        assert together[role].dtype == np.float16
+        np.testing.assert_array_equal(together[role], rows)
+
+
 def test_bridge_memories_must_be_row_aligned():
     with pytest.raises(ValueError, match="same items"):
         LeafMemories(unit(3, 4), unit(5, 4), unit(6, 4), unit(3, 4))
