@@ -8,7 +8,8 @@ One Ex-MCR leaf (CLAP → CLIP shape: X^L, B^L, B^P, Y^P, 512-d each) with synth
 memories written as mcrx memory folders in float16, then the stages ``mcrx extend`` runs on
 them, in a fresh process: load (each memory normalised once into one file and memory-mapped,
 float16 in RAM, as :meth:`mcrx.store.memory.Memory.mapped_tensor` does for every run), pseudo
-pairs in ann mode (pairs stored in float16), the closed-form baseline (normal equations by
+pairs in ann mode (indexes built once, stored and read memory-mapped; pairs stored in
+float16), the closed-form baseline (normal equations by
 block), the memories released, training of the Ex-MCR connector (batch 4096). Per stage:
 seconds, the peak resident set (VmHWM, reset before each stage: it counts the mapped
 memories' pages) and the peak anonymous RSS (heap and tensors, sampled: what cannot be
@@ -106,8 +107,11 @@ def run_stages(folder: Path, args) -> dict:
     memories = held["memories"]
     memory_bytes = sum(t.numel() * t.element_size() for t in vars(memories).values())
     print(f"  memories: {C.gib(memory_bytes):.2f} GiB (float16, memory-mapped)", flush=True)
+    # indexes stored and read memory-mapped, as mcrx extend does ($MCRX_CACHE_DIR/ann)
     retriever = AnnRetriever(AnnSettings(index=args.index, k=args.k, nprobe=args.nprobe,
-                                         nlist=args.nlist))
+                                         nlist=args.nlist), store=folder / "indexes")
+    for role in ROLES:
+        retriever.name(getattr(memories, role), role)
     deviation = stage("deviation", lambda: ann_deviation(
         memories.leaf_bridge, memories.leaf_x, 0.01, retriever, sample=1024))
     pairs = stage("pairs", lambda: write_pseudo_pairs(

@@ -17,9 +17,9 @@ groups (32-row clusters in the benchmark) that coarse k-means cells do not follo
 cells cut groups apart and a query misses part of its own group (mean cosine to exact 0.948
 at nprobe 32; 0.975 at nprobe 128, where it is only 8.8× faster than exact); the graph links
 each row to its true neighbours: k = ef_search = 128 is 10.9× faster than exact (graph
-built in 579 s, then 0.89 ms a query against 16.0 ms) at mean cosine 0.9948; an exploratory
-run of the same index gave k = 256: 9.4×, 0.9987 and k = 64: 20×, 0.953. IVF-Flat remains the choice on
-a GPU (faiss-gpu has IVF, not HNSW).
+built in 579 s, then 0.89 ms a query against 16.0 ms) at mean cosine 0.9948; an
+exploratory run of the same index gave k = 256: 9.4×, 0.9987 and k = 64: 20×, 0.953.
+IVF-Flat remains the choice on a GPU (faiss-gpu has IVF, not HNSW).
 
 Indexes store their own copy of the memory (float32, or float16 for a float16 memory: the
 same numbers, so no precision is lost) and return exact inner products of the rows they
@@ -32,6 +32,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,7 @@ import torch.nn.functional as F
 
 from mcrx.errors import McrxError
 from mcrx.methods.faiss_support import import_faiss, ivf_lists
+from mcrx.store.fingerprint import fingerprint_of
 
 
 @dataclass(frozen=True)
@@ -101,9 +103,8 @@ def build_index(keys: torch.Tensor, settings: AnnSettings, device: torch.device 
                  if half is None else
                  faiss.IndexHNSWSQ(dim, half, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT))
         index.hnsw.efConstruction = settings.ef_construction
-        index.hnsw.efSearch = max(settings.ef_search, settings.k)
         _add_rows(index, keys)  # fp16 storage needs no training (it is not learned)
-        return index
+        return place_index(index, settings, device)
     if settings.index != "ivf-flat":
         raise McrxError(f"retrieval.ann.index: expected 'hnsw' or 'ivf-flat', got "
                         f"{settings.index!r}")
@@ -122,14 +123,61 @@ def build_index(keys: torch.Tensor, settings: AnnSettings, device: torch.device 
     picked = torch.randperm(rows, generator=generator)[:sample].sort().values
     index.train(_float32_rows(keys[picked]))
     _add_rows(index, keys)
-    index.nprobe = min(settings.nprobe, nlist)
+    return place_index(index, settings, device)
+
+
+def place_index(index, settings: AnnSettings, device: torch.device | None = None):
+    """Set the search-time parameters (not part of what is built or stored: the same index
+    serves any ``nprobe`` / ``ef_search``), and move an IVF index to the GPU when faiss-gpu
+    is installed and the run's device is CUDA."""
+    faiss = import_faiss("retrieval.mode 'ann'")
+    if settings.index == "hnsw":
+        index.hnsw.efSearch = max(settings.ef_search, settings.k)
+        return index
+    index.nprobe = min(settings.nprobe, index.nlist)
     if settings.gpu and device is not None and device.type == "cuda":
         if hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
             resources = faiss.StandardGpuResources()
             index = faiss.index_cpu_to_gpu(resources, device.index or 0, index)
-            index.nprobe = min(settings.nprobe, nlist)
+            index.nprobe = min(settings.nprobe, index.nlist)
             index.resources = resources  # keep them alive with the index
     return index
+
+
+def index_key(settings: AnnSettings, name: str, keys: torch.Tensor) -> str:
+    """What a stored index depends on: the memory (its cache fingerprint), its shape and
+    dtype, and the build parameters of the index kind (never k, nprobe or ef_search)."""
+    build = ({"hnsw_m": settings.hnsw_m, "ef_construction": settings.ef_construction}
+             if settings.index == "hnsw" else
+             {"nlist": settings.lists_for(keys.shape[0]), "train_rows": settings.train_rows,
+              "seed": settings.seed})
+    return fingerprint_of("ann-index", 1, name, list(keys.shape), str(keys.dtype),
+                          settings.index, build)
+
+
+def stored_index(keys: torch.Tensor, settings: AnnSettings, store: Path, name: str,
+                 device: torch.device | None = None) -> tuple[Any, bool]:
+    """The index of the memory ``name`` from ``store`` (``<key>.faiss``), built and written
+    there first if absent: (index, built here). Read memory-mapped (faiss's
+    IO_FLAG_MMAP_IFC): its rows and lists are page cache, so the processes of a launch
+    share one copy in RAM, and every later run over the same memory skips the build. The
+    entry's file lock makes one process build while the others wait, then read it."""
+    from mcrx.store.atomic import atomic_path
+    from mcrx.store.locks import cache_entry_lock
+
+    faiss = import_faiss("retrieval.mode 'ann'")
+    path = Path(store) / f"{index_key(settings, name, keys)}.faiss"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    built = False
+    with cache_entry_lock(path):
+        if not path.is_file():
+            index = build_index(keys, settings)
+            with atomic_path(path) as tmp:
+                faiss.write_index(index, str(tmp))
+            del index
+            built = True
+    index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
+    return place_index(index, settings, device), built
 
 
 @dataclass
@@ -137,26 +185,41 @@ class AnnRetriever:
     """Drop-in for :func:`mcrx.methods.retrieval.soft_retrieve` in ann mode: builds (and
     keeps) one index per memory tensor it is asked to search, then answers queries with the
     exact softmax over each query's k nearest rows. The pools of both papers receive it as
-    ``retriever=`` (see :func:`mcrx.methods.common.retrieve_rows`)."""
+    ``retriever=`` (see :func:`mcrx.methods.common.retrieve_rows`).
+
+    With a ``store`` (``mcrx extend``: ``$MCRX_CACHE_DIR/ann``) and the memories' cache
+    fingerprints in ``names`` (keyed by tensor), indexes are built once, kept on disk and
+    read memory-mapped (:func:`stored_index`); without, they are built in RAM."""
 
     settings: AnnSettings = field(default_factory=AnnSettings)
     device: torch.device | None = None
     #: memories indexed at once: each pool of Ex-MCR searches two, and consecutive pools
     #: share one, so two keep the builds at five per leaf while bounding the index RAM
     keep: int = 2
+    store: Path | None = None
+    names: dict[tuple[int, tuple[int, ...]], str] = field(default_factory=dict)
     indexes: dict[tuple[int, tuple[int, ...]], Any] = field(default_factory=dict)
     build_seconds: float = 0.0
     builds: int = 0
 
+    def name(self, keys: torch.Tensor, fingerprint: str) -> None:
+        """Tell the retriever which cached memory ``keys`` holds (its index is then stored)."""
+        self.names[_identity(keys)] = fingerprint
+
     def index_for(self, keys: torch.Tensor):
-        key = (keys.data_ptr(), tuple(keys.shape))
+        key = _identity(keys)
         if key not in self.indexes:
             while len(self.indexes) >= self.keep:
                 self.indexes.pop(next(iter(self.indexes)))  # the oldest
             began = time.perf_counter()
-            self.indexes[key] = build_index(keys, self.settings, self.device)
-            self.build_seconds += time.perf_counter() - began
-            self.builds += 1
+            if self.store is not None and key in self.names:
+                self.indexes[key], built = stored_index(keys, self.settings, self.store,
+                                                        self.names[key], self.device)
+            else:
+                self.indexes[key], built = build_index(keys, self.settings, self.device), True
+            if built:
+                self.build_seconds += time.perf_counter() - began
+                self.builds += 1
         else:  # most recently used last
             self.indexes[key] = self.indexes.pop(key)
         return self.indexes[key]
@@ -189,6 +252,10 @@ class AnnRetriever:
                 out.append(_weighted_rows(weights, neighbours, value))
         return [torch.cat(out) if out else torch.zeros(0, value.shape[1])
                 for out, value in zip(outputs, values, strict=True)]
+
+
+def _identity(keys: torch.Tensor) -> tuple[int, tuple[int, ...]]:
+    return keys.data_ptr(), tuple(keys.shape)
 
 
 def _weighted_rows(weights: torch.Tensor, neighbours: torch.Tensor, value: torch.Tensor,

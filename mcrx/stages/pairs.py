@@ -85,7 +85,13 @@ def build_pairs(run: Run, memories) -> dict[str, tuple[dict[str, Any], str]]:
         if retrieval.mode == "ann":
             from mcrx.methods.ann import AnnRetriever, AnnSettings, ann_deviation
 
-            retriever = AnnRetriever(AnnSettings.from_retrieval(retrieval), device=run.device)
+            # indexes kept in the cache beside the memories, read memory-mapped: built once
+            # for all processes and all later runs over the same memories
+            retriever = AnnRetriever(AnnSettings.from_retrieval(retrieval), device=run.device,
+                                     store=cache_root() / "ann")
+            for rows, memory_fingerprint in zip(vars(mems).values(), fingerprints,
+                                                strict=True):
+                retriever.name(rows, memory_fingerprint)
             deviation = ann_deviation(mems.leaf_bridge, mems.leaf_x, retrieval.temperature,
                                       retriever)
             metadata["ann_deviation"] = deviation

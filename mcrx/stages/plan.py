@@ -279,7 +279,8 @@ def make_plan(recipe: Recipe, registry: Registry, device_class: str | None = Non
     pairs = Stage("2 pseudo pairs")
     pair_counts: dict[str, int] = {}
     # an ann index holds its own copy of a memory (in the memory's dtype) and, for HNSW, a
-    # graph of 2·hnsw_m int32 neighbours per row; the pools keep two indexes alive at a time
+    # graph of 2·hnsw_m int32 neighbours per row; the pools keep two indexes mapped at a
+    # time (page cache, shared by the processes of a launch)
     graph = 2 * retrieval.ann.hnsw_m * 4 if retrieval.ann.index == "hnsw" else 8  # ids: int64
     largest_two = sorted((m["rows"] * (m["dim"] * itemsize + graph) for m in memories),
                          reverse=True)[:2]
@@ -301,6 +302,8 @@ def make_plan(recipe: Recipe, registry: Registry, device_class: str | None = Non
     pairs.ram_bytes = memory_bytes + 2 * tile + chunk
     if retrieval.mode == "ann":
         pairs.ram_bytes += sum(largest_two)
+        # every memory's index is kept in the cache ($MCRX_CACHE_DIR/ann), read mapped
+        pairs.disk_bytes += sum(m["rows"] * (m["dim"] * itemsize + graph) for m in memories)
         if retrieval.ann.index == "hnsw":
             # measured on this 2-core CPU (benchmarks/bench_ann.py): build and search run at
             # ~0.1 of torch.mm's FLOP rate (scattered rows, not tiles)
