@@ -265,8 +265,8 @@ class Retrieval(StrictModel):
         description="'exact': softmax over the whole memory (the papers); 'top-k': over each "
         "query's k nearest rows only, found by the full product (the cosine to the exact "
         "result is measured on a sample and reported); 'ann': the k nearest found by a faiss "
-        "index (`ann`), far faster on large memories (k: 64 is ~3.5× faster than 256 with "
-        "HNSW), deviation reported the same way",
+        "index (`ann`), far faster on large memories (measured with HNSW at 1M × 1M: k: 128 "
+        "10.9× faster than exact at mean cosine 0.995), deviation reported the same way",
     )
     k: int = Field(256, gt=0, le=MAX_BLOCK,
                    description="rows kept per query in 'top-k' and 'ann' modes")
