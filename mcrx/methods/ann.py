@@ -194,7 +194,8 @@ class AnnRetriever:
     settings: AnnSettings = field(default_factory=AnnSettings)
     device: torch.device | None = None
     #: memories indexed at once: each pool of Ex-MCR searches two, and consecutive pools
-    #: share one, so two keep the builds at five per leaf while bounding the index RAM
+    #: share one, so two bound the index RAM; without a store a memory evicted and needed
+    #: again is rebuilt (6 builds per leaf, measured), with one it is re-read (4 builds)
     keep: int = 2
     store: Path | None = None
     names: dict[tuple[int, tuple[int, ...]], str] = field(default_factory=dict)
