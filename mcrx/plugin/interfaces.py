@@ -101,6 +101,18 @@ class Dataset(ABC):
         """Integer class label per item of ``modality``, or None when the set has none."""
         return None
 
+    def classes(self) -> list[str] | None:
+        """Class names in label-index order: ``classes()[k]`` names label ``k`` of
+        :meth:`labels`. A zero-shot evaluation set built on the dataset takes them as its
+        class names when it declares no ``classes:``. Default None: the set has no names."""
+        return None
+
+    def item_ids(self, modality: str) -> np.ndarray | None:
+        """Item id per item of ``modality`` (integers or strings), for evaluation sets with
+        ``ground_truth: items``: rows of two modalities that share an id are a pair (an
+        audio and each of its captions). Default None: the dataset has no ids."""
+        return None
+
     @abstractmethod
     def fingerprint(self) -> str:
         """Changes whenever the items would change."""
