@@ -37,12 +37,15 @@ __all__ = [
 ]
 
 
-def load(path: Any, device: Any = "cpu") -> UnifiedModel:
+def load(path: Any, device: Any = "cpu",
+         params: dict[str, dict[str, Any]] | None = None) -> UnifiedModel:
     """Load a unified model written by ``mcrx extend`` (the OUT/model folder), its connectors
-    on ``device`` ("cpu" by default; "auto" for this process's GPU when there is one)."""
+    on ``device`` ("cpu" by default; "auto" for this process's GPU when there is one).
+    Relative weight paths are found from any folder; ``params`` points spaces at files that
+    moved: ``{"clap/630k-fusion": {"checkpoint": "/new/630k-fusion-best.pt"}}``."""
     from mcrx.infer.unified import UnifiedModel
 
-    return UnifiedModel.load(path, device=device)
+    return UnifiedModel.load(path, device=device, params=params)
 
 
 def __getattr__(name: str) -> Any:

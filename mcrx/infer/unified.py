@@ -41,6 +41,8 @@ class UnifiedModel:
         self.connectors = connectors
         self._registry = registry
         self._spaces: dict[str, Any] = {}
+        #: space → params replacing the manifest's (``load(params=...)``)
+        self.param_overrides: dict[str, dict[str, Any]] = {}
         self._device = torch.device("cpu")
         for connector in connectors.values():
             connector.eval()
@@ -129,14 +131,37 @@ class UnifiedModel:
         return F.normalize(x, dim=-1)
 
     # -- raw inputs -------------------------------------------------------------------------
+    def space_params(self, name: str) -> dict[str, Any]:
+        """The params ``name`` is built with: the manifest's, relative paths resolved from
+        the folder the run started in (:func:`mcrx.store.artifact.anchored_params`), then
+        the overrides given to :meth:`load` (weights that moved)."""
+        info = self.manifest["spaces"][name]
+        params = artifact.anchored_params(info.get("params"), self.manifest.get("paths_root"))
+        return {**params, **self.param_overrides.get(name, {})}
+
     def space(self, name: str):
         """The live space object (built from its plugin on first use)."""
         if name not in self._spaces:
+            from pydantic import ValidationError
+
             from mcrx.plugin.manager import get_registry
+            from mcrx.recipe.load import pydantic_errors
 
             registry = self._registry or get_registry()
-            info = self.manifest["spaces"][name]
-            self._spaces[name] = registry.space(name).build(name, params=info.get("params"))
+            try:
+                self._spaces[name] = registry.space(name).build(
+                    name, params=self.space_params(name))
+            except ValidationError as exc:
+                problems = "; ".join(f"{where}: {what}" for where, what in
+                                     pydantic_errors(exc, ()))
+                root = self.manifest.get("paths_root")
+                raise McrxError(
+                    f"the model's space {name} cannot be built: {problems}"
+                    + (f" (relative paths are read from here and from {root}, where the run "
+                       "started)" if root else "")
+                    + f". Point the model at files that moved with mcrx.load(model, "
+                    f"params={{{name!r}: {{'<param>': '<new path>'}}}}) or "
+                    f"`mcrx repoint MODEL {name}.<param>=<new path>`") from None
         return self._spaces[name]
 
     def embed(
@@ -166,14 +191,22 @@ class UnifiedModel:
 
     @classmethod
     def load(cls, path: str | Path, registry: Registry | None = None,
-             device: str | Any = "cpu") -> UnifiedModel:
+             device: str | Any = "cpu",
+             params: dict[str, dict[str, Any]] | None = None) -> UnifiedModel:
         """Read a model folder; ``device`` ("cpu", "auto", "cuda:1", ...) places the
-        connectors (the CPU by default: loading never takes a GPU unasked). The folder is
-        untrusted: a manifest that fails validation, a file outside the folder or weights
+        connectors (the CPU by default: loading never takes a GPU unasked). ``params``
+        replaces space params of the manifest, e.g. weights that moved:
+        ``{"clap/630k-fusion": {"checkpoint": "/data/630k-fusion-best.pt"}}``. The folder
+        is untrusted: a manifest that fails validation, a file outside the folder or weights
         that do not fit raise :class:`~mcrx.errors.McrxError`."""
         from mcrx.plugin.manager import get_registry
 
         registry = registry or get_registry()
         manifest = artifact.read_manifest(path)
+        unknown = sorted(set(params or {}) - set(manifest["spaces"]))
+        if unknown:
+            raise McrxError(f"{path}: params given for {unknown}, but the model's spaces are "
+                            f"{sorted(manifest['spaces'])}")
         model = cls(manifest, artifact.load_connectors(path, manifest, registry), registry)
+        model.param_overrides = {space: dict(values) for space, values in (params or {}).items()}
         return model.to(device)

@@ -77,10 +77,33 @@ def build_manifest(
         "leaves": leaves,
         "embedders": embedders,
         "recipe": recipe or {},
+        # relative paths in the spaces' params (weights/…) are relative to this folder
+        "paths_root": os.getcwd(),
         "versions": versions(registry),
         "metrics": metrics or {},
     }
 
+
+
+def anchored_params(params: dict[str, Any] | None, root: str | None) -> dict[str, Any]:
+    """A space's params with each relative path that is not found from the current folder
+    but is found from ``root`` (the folder the run started in, ``paths_root`` in the
+    manifest) made absolute, so that a model loads from any folder. A path found from here,
+    a tag (``openai``) or any other value is kept as written: embeddings cached by the run
+    stay under the same keys when the model is used where it was made."""
+    params = dict(params or {})
+    if not root:
+        return params
+    for key, value in params.items():
+        if not isinstance(value, str) or not value or "://" in value:
+            continue
+        path = Path(value).expanduser()
+        if path.is_absolute() or path.exists():
+            continue
+        anchored = Path(root) / path
+        if anchored.exists():
+            params[key] = str(anchored)
+    return params
 
 
 # ---------------------------------------------------------------------------------------
