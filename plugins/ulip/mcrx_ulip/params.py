@@ -36,11 +36,43 @@ class PointBertParams(BaseModel):
         f"{CHECKPOINT_SOURCE}",
     )
     seed: int = Field(0, description="seed of the random weights (with random_weights)")
-    npoints: int = Field(8192, ge=1, description="points per cloud fed to PointBERT")
-    sampling: Literal["fps", "random"] = Field(
+    npoints: int = Field(
+        8192, ge=1, description="points per cloud fed to PointBERT with sampling fps or "
+        "random (and mesh surface samples); the released model was trained on 8192"
+    )
+    # -- preprocessing: the defaults are ULIP's own loaders; the paper recipes set what
+    #    C-MCR / Ex-MCR did (sampling: none, normalize: false); the earlier mcrx pipeline is
+    #    sampling: fps, normalize: true, fps_seed: null, centre_fps: pointnet2_ops ------------
+    sampling: Literal["none", "fps", "random"] = Field(
         "fps",
-        description="how clouds with more than 'npoints' points are thinned: farthest point "
-        "sampling (as ULIP's loaders) or a seeded random subset (faster on huge clouds)",
+        description="'none': the cloud as it is, any number of points >= groups (what C-MCR "
+        "and Ex-MCR feed PointBERT: their 10k-point Objaverse files whole); 'fps': thinned "
+        "to 'npoints' by farthest point sampling (ULIP's loaders); 'random': a seeded random "
+        "subset (faster on huge clouds); fps and random pad smaller clouds with seeded "
+        "repeats",
+    )
+    normalize: bool = Field(
+        True,
+        description="centre on the centroid and scale to the unit sphere after sampling "
+        "(ULIP's pc_normalize); C-MCR and Ex-MCR do not",
+    )
+    fps_seed: int | None = Field(
+        0,
+        description="first point of every farthest point sampling (sampling: fps, and "
+        "PointBERT's centres with centre_fps: torch), drawn at random from this seed as "
+        "ULIP does from its global generators; null = point 0",
+    )
+    centre_fps: Literal["torch", "pointnet2_ops"] = Field(
+        "torch",
+        description="how PointBERT picks its 'groups' centres: 'torch' = ULIP's misc.fps as "
+        "released with ULIP-2 and run by C-MCR / Ex-MCR (random first point, see fps_seed); "
+        "'pointnet2_ops' = the CUDA kernel of ULIP's 2024 code (first point 0, points within "
+        "~0.032 of the origin never chosen)",
+    )
+    exif_transpose: bool = Field(
+        True,
+        description="turn images upright by their EXIF orientation tag before the image "
+        "transform; ULIP's loader (Image.open + convert('RGB')) does not",
     )
     device: str = Field(
         "auto", description="'auto' (this process's GPU when there is one, else the CPU), "

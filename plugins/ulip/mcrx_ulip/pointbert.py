@@ -32,6 +32,12 @@ class PointBertConfig:
     group_size: int = 32  # neighbours per patch (group_size)
     encoder_dims: int = 256  # mini-PointNet output, before reduce_dim
     mlp_ratio: float = 4.0  # hidden width of the block MLPs, relative to width
+    # how the G centres are picked (see farthest_point_sample): "torch" = ULIP's torch
+    # ``misc.fps`` (start point drawn at random, here from ``fps_seed``), which ULIP shipped
+    # until 2024 and the C-MCR / Ex-MCR code runs; "pointnet2_ops" = the CUDA kernel of
+    # ULIP's 2024 code (start at point 0, points with |p|^2 <= 1e-3 never chosen)
+    centre_fps: str = "torch"
+    fps_seed: int | None = 0  # start of the "torch" rule; None = point 0
 
     @property
     def out_dim(self) -> int:
@@ -58,14 +64,20 @@ def _one_cpu_thread(device: torch.device) -> Iterator[None]:
 
 
 def farthest_point_sample(
-    xyz: torch.Tensor, n: int, skip_near_origin: bool = False
+    xyz: torch.Tensor, n: int, skip_near_origin: bool = False, seed: int | None = None
 ) -> torch.Tensor:
     """Indices (B, n) of ``n`` farthest points of each cloud in ``xyz`` (B, N, 3).
 
-    Starts from point 0 and then repeatedly takes the point farthest from those chosen
-    (ties go to the lowest index), which is deterministic per cloud: a cloud gets the same
-    centres alone or inside a batch. With ``skip_near_origin`` it follows the pointnet2_ops
-    CUDA kernel that ULIP's PointBERT was trained with: points with |p|² <= 1e-3 are never
+    Repeatedly takes the point farthest from those chosen (ties go to the lowest index).
+    The first point is point 0 when ``seed`` is None; otherwise it is
+    ``torch.randint(0, N, (1,))`` drawn from a generator seeded with ``seed``, the draw of
+    salesforce/ULIP ``models/pointbert/misc.py`` ``fps`` (commit 1998594, the code of the
+    ULIP-2 release, vendored unchanged by MCR-PEFT/Ex-MCR and MCR-PEFT/C-MCR as
+    ``{ex,c}mcr/ULIP/models/pointbert/misc.py``), which draws from torch's global generator:
+    there, a cloud alone under ``torch.manual_seed(seed)`` starts where it starts here. The
+    draw depends only on ``seed`` and N, so a cloud gets the same centres alone or inside a
+    batch. With ``skip_near_origin`` it follows the pointnet2_ops CUDA kernel that ULIP's
+    2024 code (commit b3474d0) switched to: start at point 0, points with |p|^2 <= 1e-3 never
     chosen after the first (a ball of radius ~0.032 around the centroid of a normalised
     cloud). The loop runs over the ``n`` centres, vectorised over the batch and the points.
     """
@@ -77,7 +89,10 @@ def farthest_point_sample(
     nearest = torch.full((B, N), 1e10, dtype=xyz.dtype, device=xyz.device)  # (B, N)
     if skip_near_origin:
         nearest.masked_fill_(coords.square().sum(0) <= 1e-3, -1.0)
-    farthest = torch.zeros(B, dtype=torch.long, device=xyz.device)  # (B,)
+    start = 0
+    if seed is not None:
+        start = int(torch.randint(0, N, (1,), generator=torch.Generator().manual_seed(seed)))
+    farthest = torch.full((B,), start, dtype=torch.long, device=xyz.device)  # (B,)
     with _one_cpu_thread(xyz.device):
         for i in range(n):
             chosen[:, i] = farthest
@@ -86,6 +101,9 @@ def farthest_point_sample(
             torch.minimum(nearest, dist, out=nearest)
             farthest = nearest.argmax(-1)  # first maximum: lowest index on ties
     return chosen
+
+
+CENTRE_FPS = ("torch", "pointnet2_ops")
 
 
 def knn(xyz: torch.Tensor, centres: torch.Tensor, k: int) -> torch.Tensor:
@@ -101,12 +119,22 @@ def knn(xyz: torch.Tensor, centres: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def group_points(
-    xyz: torch.Tensor, groups: int, group_size: int
+    xyz: torch.Tensor, groups: int, group_size: int, centre_fps: str = "torch",
+    seed: int | None = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cut clouds (B, N, 3) into patches: returns neighbourhoods (B, G, K, 3) relative to
-    their centre, and the centres (B, G, 3)."""
+    their centre, and the centres (B, G, 3). ``centre_fps`` picks the centres with ULIP's
+    torch rule (``"torch"``, first point from ``seed``) or the pointnet2_ops kernel
+    (``"pointnet2_ops"``, first point 0, points near the origin skipped). Any N works as
+    long as N >= ``group_size`` (and N >= ``groups`` for distinct centres)."""
+    if centre_fps not in CENTRE_FPS:
+        raise ValueError(f"centre_fps must be one of {CENTRE_FPS}, got {centre_fps!r}")
     batch = torch.arange(xyz.shape[0], device=xyz.device)[:, None]
-    centres = xyz[batch, farthest_point_sample(xyz, groups, skip_near_origin=True)]  # (B, G, 3)
+    if centre_fps == "pointnet2_ops":
+        indices = farthest_point_sample(xyz, groups, skip_near_origin=True)
+    else:
+        indices = farthest_point_sample(xyz, groups, seed=seed)
+    centres = xyz[batch, indices]  # (B, G, 3)
     neighbours = knn(xyz, centres, group_size)  # (B, G, K)
     patches = xyz[batch[:, :, None], neighbours]  # (B, G, K, 3)
     return patches - centres.unsqueeze(2), centres
@@ -197,7 +225,8 @@ class TransformerEncoder(nn.Module):
 
 
 class PointBERT(nn.Module):
-    """Clouds (B, N, 3), centred and scaled to the unit sphere → features (B, 2·width)."""
+    """Clouds (B, N, 3) → features (B, 2·width). N is free (N >= groups); the released
+    model was trained on 8192 points centred and scaled to the unit sphere."""
 
     def __init__(self, config: PointBertConfig = PointBertConfig()) -> None:
         super().__init__()
@@ -213,8 +242,10 @@ class PointBERT(nn.Module):
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         B = points.shape[0]
-        patches, centres = group_points(points[..., :3].contiguous(), self.config.groups,
-                                        self.config.group_size)  # (B, G, K, 3), (B, G, 3)
+        config = self.config
+        patches, centres = group_points(points[..., :3].contiguous(), config.groups,
+                                        config.group_size, config.centre_fps,
+                                        config.fps_seed)  # (B, G, K, 3), (B, G, 3)
         tokens = self.reduce_dim(self.encoder(patches))  # (B, G, width)
         x = torch.cat([self.cls_token.expand(B, -1, -1), tokens], dim=1)  # (B, 1+G, width)
         pos = torch.cat([self.cls_pos.expand(B, -1, -1), self.pos_embed(centres)], dim=1)

@@ -11,10 +11,31 @@ Formats (all readers are written here; no trimesh or plyfile needed):
   surface, otherwise its vertices are the points.
 - ``.obj`` and ``.off``: meshes, sampled on their surface (area-weighted, fixed seed).
 
-Preparation (:func:`prepare_cloud`): keep xyz (the released model reads xyz only), resample
-to ``npoints`` (farthest point sampling or a seeded random subset; clouds that are too small
-are padded with seeded repeats), then centre on the centroid and scale so the farthest
-point is at distance 1 (ULIP's ``pc_norm``, applied after sampling as in its loaders).
+Preparation (:func:`prepare_cloud`) keeps xyz (the released model reads xyz only; rgb and
+normals are dropped) and then, by its two options:
+
+- ``sampling``: ``"none"`` takes the cloud as it is, whatever its number of points (PointBERT
+  groups any N >= its number of groups; fewer is an error); ``"fps"`` thins clouds with more
+  than ``npoints`` points by farthest point sampling, whose first point is drawn from
+  ``fps_seed`` as ULIP's ``farthest_point_sample`` draws it (``np.random.randint(0, N)``),
+  or is point 0 with ``fps_seed`` None; ``"random"`` thins them to a sorted seeded random
+  subset. ``"fps"`` and ``"random"`` pad clouds with fewer than ``npoints`` points with
+  seeded repeats (ULIP's loaders have no such case: their files hold 8192 or 10k points).
+- ``normalize``: centre on the centroid and scale so the farthest point is at distance 1,
+  ULIP's ``pc_normalize`` / ``pc_norm``, after sampling as in ULIP's loaders.
+
+What each pipeline does (salesforce/ULIP at commit 1998594, the code of the ULIP-2 release
+of May 2023; MCR-PEFT/Ex-MCR at 0f2baa5 and MCR-PEFT/C-MCR at 038dec1):
+
+- ULIP's loaders (``data/dataset_3d.py``): ModelNet40 thins to ``npoints`` with
+  ``farthest_point_sample`` (random start) only when the file has more, then
+  ``pc_normalize``; ShapeNet / Objaverse do the same (or a random subset), then ``pc_norm``.
+- C-MCR and Ex-MCR (``cmcr/trunks.py`` / ``exmcr/trunks.py``,
+  ``load_and_transform_point_cloud_data`` and ``get_3d_feature``): ``np.load(...).item()``,
+  ``obj['xyz']`` (10,000 float16 points in their Objaverse files), ``.float()``, one cloud
+  per forward pass: no sampling, no centring, no scaling (``sampling: none``,
+  ``normalize: false``).
+
 Everything is deterministic: the same input always gives the same cloud.
 """
 
@@ -316,10 +337,23 @@ def read_points(path: str | Path, npoints: int = 8192) -> np.ndarray:
     return as_points(points, str(path))
 
 
-def resample(points: np.ndarray, n: int, method: str = "fps", seed: int = SEED) -> np.ndarray:
-    """Exactly ``n`` points: thinned by farthest point sampling (from point 0) or a sorted
-    seeded random subset; padded with seeded repeats when there are fewer than ``n``.
-    Pure numpy, so DataLoader workers preparing clouds never touch torch's thread pool."""
+SAMPLINGS = ("none", "fps", "random")
+
+
+def fps_start(count: int, fps_seed: int | None) -> int:
+    """The first point of farthest point sampling over ``count`` points: 0 without a seed,
+    else ``np.random.randint(0, count)`` after ``np.random.seed(fps_seed)``, the draw of
+    salesforce/ULIP ``data/dataset_3d.py`` ``farthest_point_sample`` (commit 1998594),
+    made from a private generator instead of numpy's global one."""
+    return 0 if fps_seed is None else int(np.random.RandomState(fps_seed).randint(0, count))
+
+
+def resample(points: np.ndarray, n: int, method: str = "fps", seed: int = SEED,
+             fps_seed: int | None = None) -> np.ndarray:
+    """Exactly ``n`` points: thinned by farthest point sampling (first point from
+    :func:`fps_start`) or a sorted seeded random subset; padded with seeded repeats when
+    there are fewer than ``n``. Pure numpy, so DataLoader workers preparing clouds never
+    touch torch's thread pool."""
     count = len(points)
     if count == n:
         return points
@@ -329,18 +363,19 @@ def resample(points: np.ndarray, n: int, method: str = "fps", seed: int = SEED) 
     if method == "random":
         keep = np.sort(np.random.default_rng(seed).choice(count, n, replace=False))
         return points[keep]
-    return points[farthest_point_indices(points, n)]
+    return points[farthest_point_indices(points, n, fps_start(count, fps_seed))]
 
 
-def farthest_point_indices(points: np.ndarray, n: int) -> np.ndarray:
-    """Farthest point sampling of one cloud (N, 3) from point 0, ties to the lowest index:
-    the same rule as :func:`mcrx_ulip.pointbert.farthest_point_sample`, in numpy with
-    preallocated buffers (3× faster than torch for one cloud: no per-op dispatch)."""
+def farthest_point_indices(points: np.ndarray, n: int, start: int = 0) -> np.ndarray:
+    """Farthest point sampling of one cloud (N, 3) from point ``start``, ties to the lowest
+    index: ULIP's ``farthest_point_sample`` rule (salesforce/ULIP ``data/dataset_3d.py``),
+    in numpy with preallocated buffers (3× faster than torch for one cloud: no per-op
+    dispatch)."""
     x, y, z = (np.ascontiguousarray(points[:, i], dtype=np.float32) for i in range(3))
     nearest = np.full(len(points), 1e10, dtype=np.float32)  # (N,) distance to chosen set
     dist, term = np.empty_like(nearest), np.empty_like(nearest)
     chosen = np.zeros(n, dtype=np.int64)
-    farthest = 0
+    farthest = start
     for i in range(n):
         chosen[i] = farthest
         np.square(np.subtract(x, x[farthest], out=dist), out=dist)
@@ -351,25 +386,49 @@ def farthest_point_indices(points: np.ndarray, n: int) -> np.ndarray:
     return chosen
 
 
-def normalize(points: np.ndarray) -> np.ndarray:
-    """Centred on the centroid, scaled so the farthest point lies on the unit sphere."""
+def pc_normalize(points: np.ndarray) -> np.ndarray:
+    """Centred on the centroid, scaled so the farthest point lies on the unit sphere
+    (salesforce/ULIP ``data/dataset_3d.py`` ``pc_normalize``; the centroid is summed in
+    float64). A cloud whose points all coincide is only centred."""
     centred = points - points.mean(axis=0, dtype=np.float64)
     radius = np.sqrt((centred**2).sum(axis=1)).max()
     return (centred / radius if radius > 0 else centred).astype(np.float32)
 
 
-def prepare_cloud(item: Any, npoints: int = 8192, sampling: str = "fps") -> np.ndarray:
-    """Any accepted input (path, N×C array or tensor, dict with ``xyz``) → (npoints, 3)
-    float32, centred and scaled to the unit sphere."""
+normalize = pc_normalize  # the name this module used first
+
+
+def prepare_cloud(item: Any, npoints: int = 8192, sampling: str = "fps",
+                  normalize: bool = True, fps_seed: int | None = 0,
+                  min_points: int = 1) -> np.ndarray:
+    """Any accepted input (path, N×C array or tensor, dict with ``xyz``) → (M, 3) float32:
+    M = ``npoints`` with ``sampling`` "fps" or "random", M = N with "none" (then a cloud
+    with fewer than ``min_points`` points is refused); centred and scaled to the unit
+    sphere with ``normalize``. The defaults are ULIP's loaders; ``sampling="none",
+    normalize=False`` is what C-MCR and Ex-MCR feed PointBERT (module docstring)."""
+    if sampling not in SAMPLINGS:
+        raise McrxError(f"sampling: expected one of {', '.join(SAMPLINGS)}, got {sampling!r}")
     if isinstance(item, (str, Path)):
+        what = str(item)
         points = read_points(item, npoints)
     elif isinstance(item, dict):
         if "xyz" not in item:
             raise McrxError(f"a point-cloud dict needs an 'xyz' entry (keys: {sorted(item)})")
-        points = as_points(item["xyz"], "the 'xyz' entry")
+        what = "the 'xyz' entry"
+        points = as_points(item["xyz"], what)
     else:
+        what = "array"
         points = as_points(item)
-    return normalize(resample(points, npoints, sampling))
+    if sampling == "none":
+        if len(points) < min_points:
+            raise McrxError(
+                f"{what}: {len(points)} points, fewer than the {min_points} PointBERT needs "
+                "(params: groups and group_size); with sampling: none clouds are taken as "
+                "they are, use sampling: fps to pad small clouds to npoints"
+            )
+    else:
+        points = resample(points, npoints, sampling, fps_seed=fps_seed)
+    return pc_normalize(points) if normalize else points
 
 
 def list_pointcloud_files(path: str | Path) -> list[Any]:

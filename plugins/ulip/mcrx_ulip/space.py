@@ -29,22 +29,29 @@ from mcrx_ulip.pointclouds import list_pointcloud_files, prepare_cloud
 from mcrx_ulip.text import TextConfig, Tokenizer
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-# SLIP's evaluation transform, which ULIP keeps: Resize(224) → CenterCrop(224) → ImageNet stats
+# SLIP's evaluation transform (facebookresearch/SLIP eval_zeroshot.py, commit d1de3e7:
+# Resize(224) → CenterCrop(224) → RGB → ToTensor → Normalize(ImageNet stats)); ULIP itself
+# (salesforce/ULIP main.py, commit 1998594) defines only a training transform,
+# RandomResizedCrop(224, scale=(0.5, 1.0)) with the same statistics, and loads images with
+# data/dataset_3d.py pil_loader: Image.open(f).convert('RGB'), no EXIF orientation
 IMAGE_SIZE = 224
 IMAGE_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGE_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
-def prepare_image(item: Any) -> np.ndarray:
-    """A path, PIL image or H×W×3 uint8 array → (3, 224, 224) float32: the shorter side
-    resized to 224 (bilinear, as torchvision's ``Resize(224)`` on PIL images), the centre
-    224×224 cropped, scaled to [0, 1] and normalised with ImageNet's mean and std."""
-    from PIL import Image, UnidentifiedImageError
+def prepare_image(item: Any, exif_transpose: bool = True) -> np.ndarray:
+    """A path, PIL image or H×W×3 uint8 array → (3, 224, 224) float32: a file turned
+    upright by its EXIF orientation tag with ``exif_transpose`` (ULIP's ``pil_loader`` does
+    not), converted to RGB, the shorter side resized to 224 (bilinear, as torchvision's
+    ``Resize(224)`` on PIL images), the centre 224×224 cropped, scaled to [0, 1] and
+    normalised with ImageNet's mean and std."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     if isinstance(item, (str, Path)):
         try:
             with open_image(item) as opened:  # bombs, extreme ratios refused undecoded
-                image = opened.convert("RGB")
+                upright = ImageOps.exif_transpose(opened) if exif_transpose else opened
+                image = upright.convert("RGB")
         except (FileNotFoundError, UnidentifiedImageError, OSError) as exc:
             raise McrxError(f"cannot read image {item}: {exc}") from None
     elif isinstance(item, Image.Image):
@@ -115,17 +122,33 @@ class PointCloudEncoder(UlipEncoder):
 
     def prepare(self, item: Any) -> np.ndarray:
         params = self.space.params
-        return prepare_cloud(item, params.npoints, params.sampling)  # (npoints, 3)
+        return prepare_cloud(item, params.npoints, params.sampling, params.normalize,
+                             params.fps_seed, min_points=max(params.groups, params.group_size))
+
+    def encode_prepared(self, prepared: list[Any]) -> torch.Tensor:
+        """Clouds of one size share forward passes; with ``sampling: none`` sizes differ,
+        so each size is batched on its own and the rows are put back in input order
+        (a cloud's embedding does not depend on its batch)."""
+        sizes = sorted({len(cloud) for cloud in prepared})
+        if len(sizes) <= 1:
+            return super().encode_prepared(prepared)
+        out = torch.empty(len(prepared), self.dim)
+        for size in sizes:
+            rows = [i for i, cloud in enumerate(prepared) if len(cloud) == size]
+            out[rows] = super().encode_prepared([prepared[i] for i in rows])
+        return out
 
     def forward(self, model: Ulip2, batch: torch.Tensor) -> torch.Tensor:
-        return model.encode_pc(batch)  # (b, npoints, 3) -> (b, 512)
+        return model.encode_pc(batch)  # (b, N, 3) -> (b, 512)
 
     def read_inputs(self, path: Path) -> Sequence[Any]:
         return list_pointcloud_files(path)
 
     def preprocessing(self) -> dict[str, Any]:
         params = self.space.params
-        return {"npoints": params.npoints, "sampling": params.sampling, "norm": "unit-sphere"}
+        return {"npoints": params.npoints, "sampling": params.sampling,
+                "norm": "unit-sphere" if params.normalize else "none",
+                "fps_seed": params.fps_seed}  # centre_fps is in the model config
 
 
 class ImageEncoder(UlipEncoder):
@@ -134,7 +157,7 @@ class ImageEncoder(UlipEncoder):
     modality = "image"
 
     def prepare(self, item: Any) -> np.ndarray:
-        return prepare_image(item)  # (3, 224, 224)
+        return prepare_image(item, self.space.params.exif_transpose)  # (3, 224, 224)
 
     def forward(self, model: Ulip2, batch: torch.Tensor) -> torch.Tensor:
         return model.encode_image(batch)
@@ -150,7 +173,7 @@ class ImageEncoder(UlipEncoder):
 
     def preprocessing(self) -> dict[str, Any]:
         return {"resize": IMAGE_SIZE, "crop": IMAGE_SIZE, "mean": IMAGE_MEAN.tolist(),
-                "std": IMAGE_STD.tolist()}
+                "std": IMAGE_STD.tolist(), "exif_transpose": self.space.params.exif_transpose}
 
 
 class TextEncoder(UlipEncoder):
@@ -187,7 +210,8 @@ class UlipSpace(Space):
         self.params = params
         self.config = Ulip2Config(
             point=PointBertConfig(width=params.width, depth=params.depth, heads=params.heads,
-                                  groups=params.groups, group_size=params.group_size),
+                                  groups=params.groups, group_size=params.group_size,
+                                  centre_fps=params.centre_fps, fps_seed=params.fps_seed),
             text=TextConfig(layers=params.text_depth),
             image_depth=params.image_depth,
         )
