@@ -111,6 +111,80 @@ def register_losses(register):
              description="two InfoNCE terms in the new space + λ·intra-space attraction")
 
 
+
+# -- the papers' benchmarks, read from their downloaded layouts (mcrx.datasets) ----------
+def _esc50(params):
+    from mcrx.datasets.esc50 import Esc50Dataset
+
+    return Esc50Dataset(params)
+
+
+def _audiocaps(params):
+    from mcrx.datasets.audio_captions import AudioCapsDataset
+
+    return AudioCapsDataset(params)
+
+
+def _clotho(params):
+    from mcrx.datasets.audio_captions import ClothoDataset
+
+    return ClothoDataset(params)
+
+
+def _wavcaps(params):
+    from mcrx.datasets.audio_captions import WavCapsRetrievalDataset
+
+    return WavCapsRetrievalDataset(params)
+
+
+def _coco(params):
+    from mcrx.datasets.karpathy import CocoDataset
+
+    return CocoDataset(params)
+
+
+def _flickr30k(params):
+    from mcrx.datasets.karpathy import Flickr30kDataset
+
+    return Flickr30kDataset(params)
+
+
+def _modelnet40(params):
+    from mcrx.datasets.modelnet40 import ModelNet40Dataset
+
+    return ModelNet40Dataset(params)
+
+
+def _objaverse_lvis(params):
+    from mcrx.datasets.objaverse_lvis import ObjaverseLvisDataset
+
+    return ObjaverseLvisDataset(params)
+
+
+@hookimpl
+def register_datasets(register):
+    from mcrx.datasets import params as p
+
+    register("esc50", _esc50, modalities=("audio",), params=p.Esc50Params,
+             description="ESC-50 as cloned (meta/esc50.csv, audio/): 50 classes, folds 1-5")
+    register("audiocaps", _audiocaps, modalities=("audio", "text"), params=p.AudioCapsParams,
+             description="AudioCaps CSV split (test.csv) and its clips: 5 captions per clip")
+    register("clotho", _clotho, modalities=("audio", "text"), params=p.ClothoParams,
+             description="Clotho v2 captions CSV and clips (evaluation split): 5 captions each")
+    register("wavcaps-retrieval", _wavcaps, modalities=("audio", "text"),
+             params=p.WavCapsRetrievalParams,
+             description="a WavCaps retrieval JSON (AudioCaps or Clotho test) and its clips")
+    register("coco", _coco, modalities=("image", "text"), params=p.KarpathyParams,
+             description="COCO on Karpathy's split (dataset_coco.json, val2014/): 5k test")
+    register("flickr30k", _flickr30k, modalities=("image", "text"), params=p.KarpathyParams,
+             description="Flickr30K on Karpathy's split (dataset_flickr30k.json): 1k test")
+    register("modelnet40", _modelnet40, modalities=("pointcloud",),
+             params=p.ModelNet40Params,
+             description="ULIP's ModelNet40 test file (2,468 shapes, 8192 points), 40 classes")
+    register("objaverse-lvis", _objaverse_lvis, modalities=("pointcloud",),
+             params=p.ObjaverseLvisParams,
+             description="OpenShape's Objaverse-LVIS split (lvis.json + .npy), 1,156 classes")
+
 # -- precomputed features: the `features` plugin -------------------------------------------
 FEATURES_PLUGIN = "features"
 FEATURES_FAMILY = "features/*"
