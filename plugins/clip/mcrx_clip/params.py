@@ -58,11 +58,15 @@ class ClipParams(BaseModel):
     pretrained: str | None = Field(
         None,
         validate_default=True,
-        description="weights: a local file (.pt/.bin/.safetensors, OpenAI's TorchScript "
-        "releases included) or a folder holding one (an open_clip_config.json beside it is "
-        "honoured for QuickGELU and preprocessing); or an open_clip pretrained tag such as "
-        "'openai' (only where open_clip's cache already has it: mcrx runs offline). "
-        "Required unless `random_weights: true`",
+        description="weights: OpenAI's TorchScript release file (ViT-B-32.pt); an open_clip "
+        "weights file (.pt/.bin/.safetensors) or a folder holding one (open_clip Hub folders: "
+        "open_clip_model.safetensors / open_clip_pytorch_model.bin beside "
+        "open_clip_config.json, which decides QuickGELU and preprocessing); a transformers "
+        "CLIP folder (config.json, model.safetensors or pytorch_model.bin, vocab.json + "
+        "merges.txt, preprocessor_config.json, e.g. openai/clip-vit-base-patch32), run with "
+        "transformers' CLIPModel, tokenizer and image processor; or an open_clip pretrained "
+        "tag such as 'openai' (only where open_clip's cache already has it: mcrx runs "
+        "offline). Required unless `random_weights: true`",
     )
     config_file: Path | None = Field(
         None,
@@ -73,11 +77,21 @@ class ClipParams(BaseModel):
     )
     quick_gelu: bool | None = Field(
         None,
-        description="use QuickGELU activations. Default: auto — on for OpenAI weights (tag "
-        "'openai' or any tag open_clip marks QuickGELU, an OpenAI TorchScript archive, a "
-        "state dict with OpenAI's input_resolution/context_length/vocab_size entries, a "
-        "folder whose open_clip_config.json says so, or a *-quickgelu architecture). OpenAI "
-        "weights with plain GELU give silently wrong embeddings",
+        description="use QuickGELU activations. Default: decided by the weights themselves — "
+        "on for tag 'openai' (or any tag open_clip marks QuickGELU), an OpenAI TorchScript "
+        "archive, a state dict carrying OpenAI's input_resolution/context_length/vocab_size "
+        "entries or a *-quickgelu architecture; as open_clip_config.json's "
+        "model_cfg.quick_gelu says for an open_clip Hub file; as config.json's hidden_act "
+        "says for a transformers folder. A bare state dict that tells none of these is "
+        "refused until you set this (true for OpenAI-trained weights, false for LAION / "
+        "DataComp ones): OpenAI weights with plain GELU give silently wrong embeddings",
+    )
+    exif_transpose: bool = Field(
+        True,
+        description="turn photos upright by their EXIF orientation tag before preprocessing "
+        "(what a person sees). The CLIP references do not (transformers' CLIPProcessor, "
+        "open_clip's transform): set false to reproduce their embeddings, as the paper "
+        "recipes do",
     )
     device: str = Field("auto", description="torch device: auto (this process's GPU under "
                         "torchrun / accelerate launch, else the CPU), cpu, cuda, cuda:1, mps")

@@ -1,14 +1,16 @@
 """open_clip spaces: where the weights come from, the model, and its image and text encoders.
 
 Imported only by the factory (it imports torch and open_clip). Everything a model sees is
-open_clip's own: its model configs, weight loading, image transform and tokenizer; this
-module decides which weights and activation to use and feeds inputs through."""
+its reference implementation's own: for open_clip weights (OpenAI's TorchScript releases
+included) open_clip's model configs, state-dict conversions, image transform and tokenizer;
+for a transformers-format folder, transformers' CLIPModel, the folder's tokenizer and image
+processor (:mod:`mcrx_clip.transformers_format`). This module decides which weights and
+activation to use and feeds inputs through."""
 
 from __future__ import annotations
 
 import json
 import logging
-import pickle
 import zipfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -25,7 +27,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from mcrx import Encoder, McrxError, Space, fingerprint_of
 from mcrx.device import default_batch_size, encoder_autocast, resolve_device, to_device
 from mcrx.store.inputs import open_image, read_inputs
-from mcrx.store.weights import unpickling_refused
+from mcrx.store.weights import load_weights
+from mcrx_clip import transformers_format
 from mcrx_clip.params import WEIGHT_SUFFIXES, ClipParams, looks_like_path
 
 log = logging.getLogger("mcrx.clip")
@@ -62,9 +65,9 @@ PREPROCESS_OVERRIDES = {
 class Weights:
     """Where a space's weights come from, resolved before the model is built."""
 
-    kind: str  # "random", "file" or "tag"
-    pretrained: str | None = None  # what open_clip's ``pretrained=`` receives
-    quick_gelu: bool = False  # trained with QuickGELU, as far as the source tells
+    kind: str  # "random", "file", "tag" or "transformers" (a transformers CLIP folder)
+    pretrained: str | None = None  # the tag, the weights file, or the transformers folder
+    quick_gelu: bool | None = False  # trained with QuickGELU; None: the source cannot tell
     why: str = ""  # how ``quick_gelu`` was decided (logged)
     torchscript: bool = False  # an OpenAI-style TorchScript archive
     preprocess: dict[str, Any] = field(default_factory=dict)  # PreprocessCfg fields
@@ -97,13 +100,9 @@ def checkpoint_keys(path: Path) -> set[str]:
                 return set(handle.keys())
         if suffix == ".npz":
             return set(np.load(path, allow_pickle=False).files)
-        content = torch.load(
-            path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path)
-        )
-    except pickle.UnpicklingError as exc:  # mcrx's advice, not torch's "weights_only=False"
-        raise unpickling_refused(path, exc) from None
     except Exception as exc:  # any reader failure means an unusable file: say which
         raise McrxError(f"{path}: cannot read the weights ({type(exc).__name__}: {exc})") from None
+    content = load_weights(path, mmap=zipfile.is_zipfile(path))
     if isinstance(content, dict) and isinstance(content.get("state_dict"), dict):
         content = content["state_dict"]
     if not isinstance(content, dict):
@@ -146,9 +145,41 @@ def _architecture_preprocess(arch: str) -> dict[str, Any]:
     return {key: json.loads(value) for key, value in seen.pop()}
 
 
+def _file_quick_gelu(path: Path, torchscript: bool,
+                     model_cfg: dict[str, Any] | None) -> tuple[bool | None, str]:
+    """Whether the weights in ``path`` were trained with QuickGELU, as far as the file and
+    its open_clip config tell (None: they do not)."""
+    if model_cfg is not None:  # open_clip builds a local-dir:/hf-hub: model from this config
+        quick = bool(model_cfg.get("quick_gelu", False))
+        return quick, f"open_clip_config.json model_cfg.quick_gelu={quick}"
+    if torchscript:
+        return True, "an OpenAI TorchScript archive"
+    if path.suffix.lower() == ".npz":
+        return False, "big_vision (SigLIP) weights, trained with GELU"
+    keys = checkpoint_keys(path)
+    if OPENAI_METADATA_KEYS & keys:
+        return True, "a state dict in OpenAI's layout"
+    if any(k.startswith(("vision_model.", "text_model.")) for k in keys):
+        raise McrxError(f"{path}: transformers CLIPModel weights; give the folder that holds "
+                        "them with config.json, preprocessor_config.json and the tokenizer "
+                        "files as `pretrained:`")
+    return None, "a bare state dict"
+
+
+def _beside_config(path: Path) -> dict[str, Any]:
+    """The open_clip_config.json beside a Hub-named weights file (or {})."""
+    config_path = path.parent / "open_clip_config.json"
+    if path.name not in FOLDER_WEIGHT_NAMES or not config_path.is_file():
+        return {}
+    try:
+        return json.loads(config_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise McrxError(f"{config_path}: not valid JSON ({exc})") from None
+
+
 def resolve_weights(arch: str, pretrained: str | None) -> Weights:
-    """Decide what ``pretrained`` names (nothing, a file, a folder or a tag) and what it
-    tells about QuickGELU and preprocessing."""
+    """Decide what ``pretrained`` names (nothing, a tag, an open_clip file or folder, or a
+    transformers folder) and what it tells about QuickGELU and preprocessing."""
     if pretrained is None:
         return Weights("random", why="random weights", identity={"random_seed": RANDOM_SEED})
     if not looks_like_path(pretrained):
@@ -164,19 +195,22 @@ def resolve_weights(arch: str, pretrained: str | None) -> Weights:
                        identity={"tag": pretrained})
 
     path = Path(pretrained).expanduser()
-    folder_config: dict[str, Any] = {}
+    hf_folder = transformers_format.transformers_folder(path)
+    if hf_folder is not None:
+        transformers_format.check_folder(hf_folder)
+        weights = transformers_format.weights_file(hf_folder)
+        identity = {**_file_identity(weights), "format": "transformers"}
+        for name in ("config.json", "preprocessor_config.json"):
+            identity[name] = json.loads((hf_folder / name).read_text())
+        return Weights("transformers", str(hf_folder), quick_gelu=None,
+                       why="the folder's config.json hidden_act", identity=identity)
     if path.is_dir():
         path, folder_config = _folder_weights(path)
-    torchscript = is_torchscript(path)
-    model_cfg = folder_config.get("model_cfg", {})
-    if "quick_gelu" in model_cfg:
-        quick, why = bool(model_cfg["quick_gelu"]), "the folder's open_clip_config.json"
-    elif torchscript:
-        quick, why = True, "an OpenAI TorchScript archive"
-    elif OPENAI_METADATA_KEYS & checkpoint_keys(path):
-        quick, why = True, "a state dict in OpenAI's layout"
     else:
-        quick, why = False, "no sign of OpenAI weights"
+        folder_config = _beside_config(path)
+    model_cfg = folder_config.get("model_cfg", {}) if folder_config else None
+    torchscript = is_torchscript(path)
+    quick, why = _file_quick_gelu(path, torchscript, model_cfg)
     preprocess = {
         key: value
         for key, value in folder_config.get("preprocess_cfg", {}).items()
@@ -221,6 +255,25 @@ def _activation_kwargs(model_cfg: dict[str, Any], quick_gelu: bool) -> dict[str,
     return {"quick_gelu": False} if model_cfg.get("quick_gelu") else {}
 
 
+def _decide_quick_gelu(full_name: str, arch: str, model_cfg: dict[str, Any],
+                       weights: Weights, params: ClipParams) -> tuple[bool, str]:
+    """QuickGELU or not: what the user set, else a *-quickgelu architecture, else what the
+    weights tell; weights that tell nothing are refused rather than guessed."""
+    if params.quick_gelu is not None:
+        return params.quick_gelu, "set in params"
+    if model_cfg.get("quick_gelu"):
+        return True, f"architecture {arch}"
+    if weights.quick_gelu is not None:
+        return weights.quick_gelu, weights.why
+    raise McrxError(
+        f"{full_name}: params.quick_gelu: {weights.pretrained} is {weights.why} without "
+        "open_clip_config.json beside it, and cannot tell whether its weights were trained "
+        "with QuickGELU (OpenAI's) or GELU (LAION's, DataComp's); guessing wrong gives "
+        "silently wrong embeddings. Set `quick_gelu: true` for OpenAI-trained weights or "
+        "`quick_gelu: false` for the others (or give OpenAI's TorchScript ViT-B-32.pt, or "
+        "the Hub folder with its open_clip_config.json)")
+
+
 def build_space(full_name: str, params: ClipParams) -> ClipSpace:
     """Build ``clip/<architecture>`` with the weights, activation and preprocessing that
     ``params`` name."""
@@ -234,12 +287,9 @@ def build_space(full_name: str, params: ClipParams) -> ClipSpace:
                         "...; a custom one needs `model_config:`)")
     device = resolve_device(params.device)
     weights = resolve_weights(arch, params.pretrained)
-    if params.quick_gelu is not None:
-        quick_gelu, why = params.quick_gelu, "set in params"
-    elif model_cfg.get("quick_gelu"):
-        quick_gelu, why = True, f"architecture {arch}"
-    else:
-        quick_gelu, why = weights.quick_gelu, weights.why
+    if weights.kind == "transformers":
+        return _build_transformers_space(full_name, arch, model_cfg, weights, params, device)
+    quick_gelu, why = _decide_quick_gelu(full_name, arch, model_cfg, weights, params)
     if weights.kind == "random":
         log.warning("%s: random_weights: the model has RANDOM weights (fine for "
                     "tests and benchmarks, meaningless embeddings)", full_name)
@@ -286,21 +336,130 @@ def build_space(full_name: str, params: ClipParams) -> ClipSpace:
         # a GPU idles on CPU-sized batches: ViT-B/32 at 512 images takes ~3 GiB
         batch_size=params.batch_size or default_batch_size(device, cpu=32, gpu=512),
         autocast=params.autocast,
+        exif_transpose=params.exif_transpose,
+        preprocess_cfg=dict(getattr(model.visual, "preprocess_cfg", {})),
     )
 
 
+def _build_transformers_space(full_name: str, arch: str, model_cfg: dict[str, Any],
+                              weights: Weights, params: ClipParams,
+                              device: torch.device) -> ClipSpace:
+    """A transformers-format CLIP folder, run with transformers' CLIPModel and the folder's
+    own tokenizer and image processor (see :mod:`mcrx_clip.transformers_format`)."""
+    folder = Path(str(weights.pretrained))
+    config = transformers_format.load_config(folder)
+    transformers_format.check_architecture(folder, config, arch, model_cfg)
+    folder_quick = transformers_format.config_quick_gelu(config)
+    if params.quick_gelu is not None:
+        quick_gelu, why = params.quick_gelu, "set in params"
+        if folder_quick is not None and folder_quick != quick_gelu:
+            log.warning("%s: quick_gelu=%s overrides %s/config.json (hidden_act %s)",
+                        full_name, quick_gelu, folder, config.text_config.hidden_act)
+    elif folder_quick is None:
+        raise McrxError(f"{folder / 'config.json'}: the towers' hidden_act differ "
+                        f"({config.text_config.hidden_act}, {config.vision_config.hidden_act}); "
+                        "set params.quick_gelu")
+    else:
+        quick_gelu, why = folder_quick, f"{folder}/config.json hidden_act"
+    log.info("%s: transformers CLIP folder %s, quick_gelu=%s (%s)", full_name, folder,
+             quick_gelu, why)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_SEED)
+        hf_model = transformers_format.load_model(folder, config, quick_gelu)
+    model = transformers_format.TransformersClip(hf_model)
+    model.to(device).eval().requires_grad_(False)
+    preprocess = transformers_format.load_image_processor(folder)
+    return ClipSpace(
+        name=full_name,
+        model=model,
+        preprocess=preprocess,
+        tokenizer=transformers_format.load_tokenizer(folder, config),
+        model_cfg=model_cfg,
+        weights=weights,
+        quick_gelu=quick_gelu,
+        device=device,
+        batch_size=params.batch_size or default_batch_size(device, cpu=32, gpu=512),
+        autocast=params.autocast,
+        exif_transpose=params.exif_transpose,
+        preprocess_cfg=preprocess.config(),
+    )
+
+
+def read_state_dict(weights: Weights) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file: an OpenAI TorchScript archive (read with
+    ``torch.jit.load``, which compiles TorchScript and unpickles no Python objects), a
+    safetensors file, or a torch pickle read by mcrx's weights-only loader; unwrapped from
+    a training checkpoint's ``state_dict``, ``module.`` prefixes and OpenAI's metadata
+    entries dropped."""
+    path = Path(str(weights.pretrained))
+    if weights.torchscript:
+        try:
+            content: Any = torch.jit.load(str(path), map_location="cpu").state_dict()
+        except Exception as exc:
+            raise McrxError(f"{path}: cannot read the TorchScript archive "
+                            f"({type(exc).__name__}: {exc})") from None
+    elif path.suffix.lower() == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            content = load_file(str(path))
+        except Exception as exc:
+            raise McrxError(f"{path}: cannot read the weights ({type(exc).__name__}: "
+                            f"{exc})") from None
+    else:
+        content = load_weights(path, mmap=zipfile.is_zipfile(path))
+    if isinstance(content, dict) and isinstance(content.get("state_dict"), dict):
+        content = content["state_dict"]
+    if not isinstance(content, dict):
+        raise McrxError(f"{path}: expected a state dict, found {type(content).__name__}")
+    state = {}
+    for key, value in content.items():
+        if not isinstance(value, torch.Tensor):
+            raise McrxError(f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor")
+        state[str(key).removeprefix("module.")] = value
+    for key in OPENAI_METADATA_KEYS:
+        state.pop(key, None)
+    return state
+
+
+def _open_clip_layout(model: torch.nn.Module,
+                      state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """open_clip's own adjustments of a state dict before loading, in the order of
+    ``load_checkpoint`` (mlfoundations/open_clip ``src/open_clip/factory.py``, v3.3.0):
+    third-party layouts, the old text layout, scalar/1-d logit scale and bias, stale
+    position ids, position-embedding resizing."""
+    from open_clip.convert import convert_state_dict
+    from open_clip.model import (
+        convert_to_custom_text_state_dict,
+        resize_pos_embed,
+        resize_text_pos_embed,
+    )
+
+    state = convert_state_dict(model, state)
+    if "positional_embedding" in state and not hasattr(model, "positional_embedding"):
+        state = convert_to_custom_text_state_dict(state)
+    for name in ("logit_scale", "logit_bias"):
+        own = getattr(model, name, None)
+        if name in state and own is not None and own.ndim != state[name].ndim:
+            state[name] = state[name].reshape(own.shape)
+    if "logit_bias" not in state and getattr(model, "logit_bias", None) is not None:
+        state["logit_bias"] = torch.zeros_like(state["logit_scale"])
+    position_ids = "text.transformer.embeddings.position_ids"
+    if position_ids in state and position_ids not in model.state_dict():
+        del state[position_ids]
+    resize_pos_embed(state, model)
+    resize_text_pos_embed(state, model)
+    return state
+
+
 def _load_file(model: torch.nn.Module, weights: Weights) -> None:
-    """Load a weights file with open_clip's own loader (state-dict wrappers, ``module.``
-    prefixes, third-party layouts, position-embedding resizing), requiring every weight of
-    the model; the only entries allowed to be left over are OpenAI's metadata, which
-    open_clip drops from TorchScript archives but not from plain state dicts."""
-    # TorchScript archives cannot be read with weights_only; torch.load hands them to
-    # torch.jit.load, which runs no pickled Python
-    result = open_clip.load_checkpoint(model, weights.pretrained, strict=False,
-                                       weights_only=not weights.torchscript)
-    missing = list(getattr(result, "missing_keys", []))
-    unexpected = [k for k in getattr(result, "unexpected_keys", [])
-                  if k not in OPENAI_METADATA_KEYS]
+    """Load a weights file into an open_clip model, requiring every weight of the model."""
+    if Path(str(weights.pretrained)).suffix.lower() == ".npz":  # numpy, no pickle
+        open_clip.load_checkpoint(model, weights.pretrained, strict=True)
+        return
+    state = _open_clip_layout(model, read_state_dict(weights))
+    result = model.load_state_dict(state, strict=False)
+    missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
     if missing or unexpected:
         raise McrxError(
             f"{weights.pretrained} does not hold this architecture's weights: "
@@ -377,6 +536,8 @@ class ClipSpace(Space):
         device: torch.device,
         batch_size: int,
         autocast: str = "none",
+        exif_transpose: bool = True,
+        preprocess_cfg: dict[str, Any] | None = None,
     ) -> None:
         self.name = name
         self.model = model
@@ -388,6 +549,8 @@ class ClipSpace(Space):
         self.device = device
         self.batch_size = batch_size
         self.autocast = autocast
+        self.exif_transpose = exif_transpose
+        self.preprocess_cfg = preprocess_cfg or {}  # what the image transform does
         self.dim = int(model_cfg["embed_dim"])
         self._encoders: dict[str, Encoder] = {}
 
@@ -415,8 +578,10 @@ def image_suffixes() -> frozenset[str]:
     return frozenset(ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
 
 
-def load_image(item: Any) -> Image.Image:
-    """A PIL image from a path, a PIL image or an H×W(×C) uint8 array."""
+def load_image(item: Any, exif_transpose: bool = True) -> Image.Image:
+    """A PIL image from a path, a PIL image or an H×W(×C) uint8 array; a file is turned
+    upright by its EXIF orientation tag when ``exif_transpose`` (the CLIP references, which
+    read files with a plain ``Image.open``, do not)."""
     if isinstance(item, Image.Image):
         return item
     if isinstance(item, np.ndarray):
@@ -430,8 +595,11 @@ def load_image(item: Any) -> Image.Image:
     try:
         with open_image(item) as image:  # bombs and 1×60000 strips refused before decoding
             # photos are often stored sideways with an orientation tag: show them upright;
-            # the result is a loaded copy that outlives the file handle
-            return ImageOps.exif_transpose(image)
+            # either way the result is a loaded copy that outlives the file handle
+            if exif_transpose:
+                return ImageOps.exif_transpose(image)
+            image.load()
+            return image.copy()
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise McrxError(f"{item}: cannot read the image ({exc})") from None
 
@@ -448,7 +616,7 @@ class ClipImageEncoder(Encoder):
         self.batch_size = space.batch_size
 
     def prepare(self, item: Any) -> torch.Tensor:
-        return self.space.preprocess(load_image(item))
+        return self.space.preprocess(load_image(item, self.space.exif_transpose))
 
     def encode_prepared(self, prepared: list[Any]) -> torch.Tensor:
         if not prepared:
@@ -474,8 +642,11 @@ class ClipImageEncoder(Encoder):
         return files
 
     def fingerprint(self) -> str:
-        cfg = getattr(self.space.model.visual, "preprocess_cfg", {})
-        return fingerprint_of(self.space.fingerprint(), self.modality, cfg, PREPROCESS_VERSION)
+        # exif_transpose off changes what the model sees; left out when on, so caches
+        # written before the option existed are still found
+        extra = [] if self.space.exif_transpose else ["exif_transpose=false"]
+        return fingerprint_of(self.space.fingerprint(), self.modality,
+                              self.space.preprocess_cfg, PREPROCESS_VERSION, *extra)
 
 
 class ClipTextEncoder(Encoder):
