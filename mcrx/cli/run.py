@@ -93,7 +93,8 @@ def validate(
 
     - values `extend` can run: finite, bounded seeds, epochs, sizes
     - plugin names and params; each leaf's bridge in it and its parent
-    - named files exist; evaluation sets agree: the same rows in every
+    - named files exist; weight files named in params open as weights
+      (nothing in them runs); evaluation sets agree: the same rows in every
       modality under `ground_truth: pairs`, one valid label per item
     - the output folder and $MCRX_CACHE_DIR can be written
 

@@ -1,6 +1,7 @@
 """Checks of a recipe against the installed plugins: names exist, bridges are modalities of
 both spaces, parents come before their children, the method's rules hold, plugin params
-validate against the plugin's own model, files exist, evaluation sets are consistent (rows,
+validate against the plugin's own model, files exist (and the weight files params name
+open: :func:`mcrx.store.weights.check_weights_file`), evaluation sets are consistent (rows,
 labels), the output folder and the cache can be written. Returns every problem as (location,
 message); :func:`mcrx.recipe.load.load_recipe` raises them together.
 
@@ -29,13 +30,23 @@ VIRTUAL_FILESYSTEMS = (Path("/proc"), Path("/sys"), Path("/dev"))
 LABEL_SUFFIXES = (".npy", ".txt")
 
 
-def _check_params(spec, params, loc: str, errors: list[tuple[str, str]]) -> None:
+def _check_params(spec, params, loc: str, errors: list[tuple[str, str]],
+                  check_files: bool = False) -> None:
+    """Params against the component's model; with ``check_files``, every field the model
+    marks as a weights file (:func:`mcrx.store.weights.weights_file`) is opened too."""
     try:
-        spec.validate_params(params)
+        validated = spec.validate_params(params)
     except ValidationError as exc:
         errors.extend(pydantic_errors(exc, (loc,)))
+        return
     except McrxError as exc:
         errors.append((loc, str(exc)))
+        return
+    if check_files and validated is not None:
+        from mcrx.store.weights import weights_problems
+
+        errors.extend((f"{loc}.{field}", message)
+                      for field, message in weights_problems(validated))
 
 
 def _check_source(
@@ -51,7 +62,7 @@ def _check_source(
             if spec.modalities and modality not in spec.modalities:
                 errors.append((f"{loc}.dataset", f"dataset {source.dataset} has no {modality!r} "
                                f"items (it has {list(spec.modalities)})"))
-            _check_params(spec, source.params, f"{loc}.params", errors)
+            _check_params(spec, source.params, f"{loc}.params", errors, check_files)
     for space in source.embeddings:
         if space not in spaces:
             errors.append((f"{loc}.embeddings.{space}",
@@ -279,7 +290,7 @@ def check_recipe(
         if ref.space in known_spaces:
             errors.append((f"{loc}.space", f"{ref.space} appears twice in the chain"))
         known_spaces[ref.space] = spec
-        _check_params(spec, ref.params, f"{loc}.params", errors)
+        _check_params(spec, ref.params, f"{loc}.params", errors, check_files)
 
     try:
         rules = registry.method(recipe.method).rules
@@ -297,7 +308,7 @@ def check_recipe(
             else:
                 if name == "connector":
                     _check_params(component, connector.params if connector else {},
-                                  "training.connector.params", errors)
+                                  "training.connector.params", errors, check_files)
         if rules.max_leaves is not None and len(recipe.leaves) > rules.max_leaves:
             errors.append(("leaves", f"{recipe.method} connects exactly two spaces: give one "
                            f"leaf, not {len(recipe.leaves)}" if rules.max_leaves == 1 else

@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from mcrx.device import check_device_name
+from mcrx.store.weights import weights_file
 
 #: where LAION-AI/CLAP's README points for its checkpoints
 RELEASE_URL = "https://huggingface.co/lukewys/laion_clap/tree/main"
@@ -74,12 +75,15 @@ class ClapParams(BaseModel):
         validate_default=True,
         description=f"a LAION-AI/CLAP checkpoint file (required unless random_weights), "
         f"from {RELEASE_URL}",
+        json_schema_extra=weights_file(trust="trust_checkpoint"),
     )
     trust_checkpoint: bool = Field(
         False,
-        description="allow a checkpoint that pickles more than tensors to be unpickled in "
-        "full (which can run code from the file): only for a file you trust. Without it such "
-        "a file is refused with a message; the released checkpoints load as weights only",
+        description="allow a checkpoint that pickles Python objects beyond tensors, numpy "
+        "scalars and dtypes to be unpickled in full (which can run code from the file): only "
+        "for a file you trust. Not needed for the released checkpoints: they are whole "
+        "training states (weights + AdamW state with a numpy learning rate), which mcrx reads "
+        "without running anything; any other object is refused with a message naming it",
     )
     fusion: bool | None = Field(
         None,

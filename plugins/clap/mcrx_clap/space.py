@@ -11,9 +11,7 @@ version."""
 from __future__ import annotations
 
 import logging
-import pickle
 import threading
-import zipfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +25,7 @@ from transformers import RobertaConfig, RobertaModel, RobertaTokenizer
 from mcrx import Encoder, McrxError, Space, fingerprint_of
 from mcrx.device import default_batch_size, encoder_autocast, resolve_device, to_device
 from mcrx.store.inputs import read_inputs
+from mcrx.store.weights import load_weights
 from mcrx_clap._laion import (
     clap_model,
     clap_module,
@@ -118,29 +117,16 @@ def _numpy_seed(seed: int) -> Iterator[None]:
 # ---------------------------------------------------------------------------------------
 def read_checkpoint(path: Path, trust: bool = False) -> dict[str, torch.Tensor]:
     """The state dict of a CLAP checkpoint, keys without DataParallel's ``module.``.
-    Loaded as weights only (no code from the file can run) unless ``trust``."""
-    mmap = zipfile.is_zipfile(path)  # torch's zip format maps tensors instead of reading them
-    try:
-        try:
-            content = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-        except pickle.UnpicklingError as exc:
-            # a checkpoint that pickles more than tensors (training state): laion_clap itself
-            # unpickles everything, which runs whatever code the file carries; only on request
-            if not trust:  # torch's own advice (weights_only=False) is not repeated to users
-                reason = str(exc).rpartition("WeightsUnpickler error:")[2].strip()
-                reason = reason.splitlines()[0] if reason else type(exc).__name__
-                raise McrxError(
-                    f"{path}: cannot read the checkpoint as weights only ({reason}): it is not "
-                    "a PyTorch checkpoint, or it pickles more than tensors. mcrx never runs "
-                    "code from a file; if you trust this one, set `trust_checkpoint: true` "
-                    "in the space's params") from None
-            log.warning("%s holds more than tensors; unpickling it in full (trusted)", path)
-            content = torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
-    except McrxError:
-        raise
-    except Exception as exc:  # any reader failure means an unusable file: say which
-        raise McrxError(f"{path}: cannot read the checkpoint ({type(exc).__name__}: {exc})") \
-            from None
+
+    The released files (``630k-fusion-best.pt``, ...) are whole training states as
+    ``src/laion_clap/training/main.py`` saves them (LAION-AI/CLAP, commit
+    1e1e659f23871dc147c7ca2f8181c37c0861bf04): ``{"epoch", "name", "state_dict",
+    "optimizer"}``, the state dict under DataParallel's ``module.`` names and the optimizer's
+    learning rate a ``numpy.float64`` (``training/scheduler.py``'s ``cosine_lr``). They load
+    through :func:`mcrx.store.weights.load_weights`, whose allowlist covers numpy scalars,
+    so no code from the file can run; a file with other objects is refused unless
+    ``trust`` (``trust_checkpoint: true``)."""
+    content = load_weights(path, mmap=True, trust=trust)  # maps tensors; copied on load
     state = content.get("state_dict", content) if isinstance(content, dict) else None
     if not isinstance(state, dict) or not state:
         raise McrxError(f"{path}: holds no state dict (expected a LAION-AI/CLAP checkpoint)")

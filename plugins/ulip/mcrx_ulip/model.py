@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import pickle
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 from torch import nn
 
 from mcrx import McrxError
+from mcrx.store.weights import load_weights
 from mcrx_ulip.pointbert import PointBERT, PointBertConfig
 from mcrx_ulip.text import TextConfig, TextTransformer
 
@@ -158,22 +158,19 @@ def load_model(state_dict: Mapping[str, torch.Tensor], config: Ulip2Config,
     return model.float().eval().requires_grad_(False)
 
 
-def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+def read_checkpoint(path: str | Path, trust: bool = False) -> dict[str, torch.Tensor]:
     """The state dict of a ULIP checkpoint, ``module.`` prefix removed.
 
-    The file is a pickled dict ``{"state_dict": {...}, "args": argparse.Namespace, ...}``.
-    It is read with ``weights_only=True``: only tensors, plain containers and, explicitly
-    allowed, ``argparse.Namespace`` are unpickled; anything else is refused, never run."""
+    The released ``pointbert_ULIP-2.pt`` is a whole training state as salesforce/ULIP's
+    ``main.py`` saves it (commit a559aa8a5a5866616e3b38e1196b34488e3e8d5f, ``save_on_master``
+    of ``utils/utils.py``): ``{"epoch", "state_dict", "optimizer", "scaler", "best_acc1",
+    "args"}``, with ``args`` an ``argparse.Namespace`` and the optimizer's learning rate a
+    ``numpy.float64`` from ``utils.cosine_scheduler``. It is read by
+    :func:`mcrx.store.weights.load_weights`, whose allowlist covers exactly those objects:
+    nothing from the file runs. Any other object is refused unless ``trust``
+    (``trust_checkpoint: true``)."""
     path = Path(path)
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise McrxError(f"{path}: refused to unpickle an object that is not a tensor, a plain "
-                        f"container or argparse.Namespace ({first})") from None
-    except (OSError, RuntimeError, EOFError, ValueError) as exc:
-        raise McrxError(f"{path}: cannot read the checkpoint ({exc})") from None
+    checkpoint = load_weights(path, trust=trust)  # read, not mapped: the model keeps them
     state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
     if not isinstance(state, Mapping):
         keys = sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from mcrx.device import check_device_name
+from mcrx.store.weights import weights_file
 
 CHECKPOINT_NAME = "pointbert_ULIP-2.pt"
 CHECKPOINT_SOURCE = (
@@ -34,6 +35,14 @@ class PointBertParams(BaseModel):
         validate_default=True,
         description=f"path to {CHECKPOINT_NAME} (ULIP-2 PointBERT, 8k xyz points); "
         f"{CHECKPOINT_SOURCE}",
+        json_schema_extra=weights_file(trust="trust_checkpoint"),
+    )
+    trust_checkpoint: bool = Field(
+        False,
+        description="allow a checkpoint that pickles Python objects beyond tensors, numpy "
+        "scalars and dtypes and argparse.Namespace to be unpickled in full (which can run "
+        "code from the file): only for a file you trust. Not needed for the released "
+        f"{CHECKPOINT_NAME}, which mcrx reads without running anything",
     )
     seed: int = Field(0, description="seed of the random weights (with random_weights)")
     npoints: int = Field(

@@ -252,7 +252,7 @@ class UlipSpace(Space):
             if params.random_weights:
                 model = random_model(self.config, params.seed)
             else:
-                state_dict = read_checkpoint(params.checkpoint)
+                state_dict = read_checkpoint(params.checkpoint, trust=params.trust_checkpoint)
                 model = load_model(state_dict, self.config, source=str(params.checkpoint))
             self._model = model.to(self.device)
         return self._model
