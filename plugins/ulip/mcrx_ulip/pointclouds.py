@@ -387,12 +387,14 @@ def farthest_point_indices(points: np.ndarray, n: int, start: int = 0) -> np.nda
 
 
 def pc_normalize(points: np.ndarray) -> np.ndarray:
-    """Centred on the centroid, scaled so the farthest point lies on the unit sphere
-    (salesforce/ULIP ``data/dataset_3d.py`` ``pc_normalize``; the centroid is summed in
-    float64). A cloud whose points all coincide is only centred."""
-    centred = points - points.mean(axis=0, dtype=np.float64)
-    radius = np.sqrt((centred**2).sum(axis=1)).max()
-    return (centred / radius if radius > 0 else centred).astype(np.float32)
+    """Centred on the centroid, scaled so the farthest point lies on the unit sphere:
+    salesforce/ULIP ``data/dataset_3d.py`` ``pc_normalize``, the same numpy operations in
+    float32 (so the same bits as ULIP's loaders). A cloud whose points all coincide is
+    only centred."""
+    points = np.asarray(points, dtype=np.float32)
+    centred = points - np.mean(points, axis=0)
+    radius = np.max(np.sqrt(np.sum(centred**2, axis=1)))
+    return centred / radius if radius > 0 else centred
 
 
 normalize = pc_normalize  # the name this module used first
