@@ -39,8 +39,11 @@ MODELNET40_64: tuple[str, ...] = (
     "an embroidered {}.", "the embroidered {}.", "a painting of the {}.", "a painting of a {}.",
 )
 
-#: LAION-CLAP's zero-shot convention for ESC-50 (its README and ``zeroshot_esc50`` example):
-#: one template.
+#: LAION-CLAP's zero-shot template for ESC-50, with its final period, as its evaluation code
+#: writes it: LAION-AI/CLAP ``src/laion_clap/evaluate/eval_zeroshot_classification.py``
+#: (commit 1fd4c37, line 52, ``f"This is a sound of {t}."``, so since ae31cef). Its README
+#: example and ``experiment_scripts/esc50_api.py`` write ``"This is a sound of " + t``,
+#: without the period. One template.
 CLAP_ESC50: tuple[str, ...] = ("This is a sound of {}.",)
 
 #: CLIP's 80 ImageNet templates (openai/CLIP ``notebooks/Prompt_Engineering_for_ImageNet``;

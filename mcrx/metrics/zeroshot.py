@@ -3,7 +3,14 @@
 A class's prototype is built from its prompts (class name × templates, or any labelled text
 items): every prompt embedding normalised, averaged over the class, renormalised (CLIP's
 prompt ensembling, as ULIP's ModelNet40 and LAION-CLAP's ESC-50 evaluations do). Logits are
-cosine similarities; an item is correct at k when its class is among its k best prototypes.
+cosine similarities; an item is correct at k when its class is among its k best prototypes,
+prototypes of equal logit ranked by class index (the earlier class first: the tie rule of
+:mod:`mcrx.metrics.retrieval`, ``torch.argmax``'s). Top-k for k above the number of classes
+is left out (CLIP_benchmark reports NaN there: LAION-AI/CLIP_benchmark
+``clip_benchmark/metrics/zeroshot_classification.py`` at b4b6a33, ``acc5 = float("nan")``).
+Per-class accuracy is the recall of each class present among the items, and its mean over
+those classes is CLIP_benchmark's ``mean_per_class_recall`` (sklearn's balanced accuracy).
+Chance levels are exact for a uniformly random ranking of the C prototypes: top-k k/C.
 """
 
 from __future__ import annotations
@@ -63,7 +70,8 @@ def zeroshot_metrics(
     predictions = []  # (N, top) class indices, best first
     for start in range(0, len(items), block):
         logits = items[start : start + block] @ prototypes.T  # (b, C): cosines
-        predictions.append(torch.topk(logits, top, dim=1).indices.cpu())
+        order = torch.argsort(logits, dim=1, descending=True, stable=True)  # ties: class order
+        predictions.append(order[:, :top].cpu())
     ranked = torch.cat(predictions)
     correct = ranked == truth[:, None]  # (N, top)
     confusion = torch.zeros(classes, classes, dtype=torch.long)
@@ -76,7 +84,8 @@ def zeroshot_metrics(
     metrics: dict = {f"top{k}": float(correct[:, :k].any(1).float().mean()) for k in ks}
     metrics.update({
         "mean_per_class": float(per_class[present].mean()),
-        "chance_top1": 1 / classes,
+        **{f"chance_top{k}": k / classes for k in ks},
+        "chance_mean_per_class": 1 / classes,
         "per_class": {names[c]: float(per_class[c]) for c in range(classes) if present[c]},
         "confusion": confusion.tolist(),
         "classes": names,

@@ -142,8 +142,17 @@ class EvaluationSet(StrictModel):
     )
     classes: list[str] | str | None = Field(
         None,
-        description="zeroshot: the class names in label order (label i is classes[i]): a "
-        "list, a preset ('modelnet40') or a .txt file with one name per line",
+        description="the class names in label order (label i is classes[i]): a list, a "
+        "preset ('modelnet40') or a .txt file with one name per line; authoritative for "
+        "zero-shot and 'ground_truth: labels' (a label is a name or an index into them). "
+        "Default: the dataset's own class names, if it has them",
+    )
+    unmatched_queries: Literal["skip", "miss"] = Field(
+        "skip",
+        description="retrieval: a query with no relevant gallery item (its class or id is "
+        "absent from the gallery) is left out of the figures ('skip'), or counted as a "
+        "failure ('miss', CLIP_benchmark's convention); either way metrics.json counts them "
+        "as queries_without_match",
     )
     templates: list[str] | str = Field(
         "name",
@@ -174,9 +183,10 @@ class EvaluationSet(StrictModel):
         if self.task == "zeroshot":
             if not self.data:
                 raise ValueError("a zeroshot set needs the modality of its items")
-            if self.classes is None and self.prompts is None:
-                raise ValueError("a zeroshot set needs 'classes' (with 'templates') or "
-                                 "labelled 'prompts'")
+            if (self.classes is None and self.prompts is None
+                    and not any(source.dataset for source in self.data.values())):
+                raise ValueError("a zeroshot set needs 'classes' (with 'templates'), "
+                                 "labelled 'prompts', or a 'dataset' that names its classes")
         elif len(self.data) < 2:
             raise ValueError("an evaluation set needs at least two modalities")
         return self

@@ -11,6 +11,9 @@ projected into the unified space and scored:
   item ids for several captions per item);
 - ``task: zeroshot``: every item modality classified against one text prototype per class
   (class names × templates, or labelled text prompts);
+- labels: every source's item ids or class labels coded together, one vocabulary per set
+  (:mod:`mcrx.metrics.vocabulary`); ids or classes one modality has and another lacks are
+  counted in metrics.json (``vocabulary``) and named in a console warning;
 - for every retrieval set, the modality gap: the mean cosine of matched pairs against that
   of random pairs, in the unified space and, where both modalities share a source space,
   in that space before any connector.
@@ -34,6 +37,7 @@ from mcrx.infer.unified import UnifiedModel
 from mcrx.metrics.captions import cross_modal_items
 from mcrx.metrics.retrieval import cross_modal_retrieval
 from mcrx.metrics.templates import CLASS_PRESETS, prompts, resolve_templates
+from mcrx.metrics.vocabulary import Vocabulary, class_vocabulary, item_vocabulary
 from mcrx.metrics.zeroshot import class_prototypes, zeroshot_metrics
 from mcrx.recipe.schema import EvaluationSet
 from mcrx.stages.context import Embeddings
@@ -41,6 +45,17 @@ from mcrx.ui.console import console
 
 PROMPT_MODALITY = "text"
 PCA_ROWS = 400  # points per modality in the 2-D PCA picture
+#: what every figure assumes, written into metrics.json (see mcrx.metrics.retrieval)
+CONVENTIONS = {
+    "ties": "equal similarity: the earlier gallery row (zero-shot: the earlier class) ranks "
+            "first, as torch.argmax / CLIP_benchmark's top-1 prediction",
+    "queries_without_match": "per set 'unmatched_queries': skip (left out, counted as "
+                             "queries_without_match) or miss (a failure, CLIP_benchmark)",
+    "chance": "exact expectations under a uniformly random ranking given each query's "
+              "relevant count: R@k hypergeometric, AP Bestgen 2015, top-k k/C",
+    "items": "rows of one modality sharing an id with equal embeddings are one item (the "
+             "first row, WavCaps's layout); labels of all files coded in one vocabulary",
+}
 
 
 @dataclass
@@ -50,6 +65,7 @@ class ScoredSets:
     retrieval: dict[str, dict] = field(default_factory=dict)  # set → pair → metrics
     zeroshot: dict[str, dict] = field(default_factory=dict)  # set → modality → metrics
     gap: dict[str, dict] = field(default_factory=dict)  # set → "a~b" → before/after
+    vocabulary: dict[str, dict] = field(default_factory=dict)  # set → Vocabulary.report()
     pca: dict[str, np.ndarray] = field(default_factory=dict)  # modality → (n, 2)
 
 
@@ -90,44 +106,110 @@ def class_names(evaluation: EvaluationSet, where: str) -> list[str] | None:
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
+def _dataset(run, source):
+    """The dataset a source names (built once per name and params in this run)."""
+    built = run.__dict__.setdefault("_datasets", {})
+    key = (source.dataset, repr(sorted(source.params.items())))
+    if key not in built:
+        built[key] = run.registry.dataset(source.dataset).build(params=source.params)
+    return built[key]
+
+
+def set_class_names(run, evaluation: EvaluationSet, where: str) -> list[str] | None:
+    """The set's class names: ``classes:``, else those of the dataset(s) its sources name
+    (:meth:`~mcrx.plugin.interfaces.Dataset.classes`), which must agree; else None."""
+    names = class_names(evaluation, where)
+    if names is not None:
+        return names
+    sources = [*evaluation.data.values(), *([evaluation.prompts] if evaluation.prompts else [])]
+    found = {}
+    for source in sources:
+        if source.dataset:
+            classes = _dataset(run, source).classes()
+            if classes is not None:
+                found[source.dataset] = [str(c) for c in classes]
+    if len({tuple(v) for v in found.values()}) > 1:
+        raise McrxError(f"{where}.classes: the datasets {sorted(found)} name different "
+                        "classes; give 'classes:'")
+    return next(iter(found.values()), None)
+
+
 def labels_by_name(path: Path, names: list[str], limit: int | None, where: str) -> np.ndarray:
     """Class indices of a .txt labels file in the order of ``classes`` (a line is a class
-    name, or an integer index), not in the sorted order a plain labels file gets."""
-    lines = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
-    lines = lines[:limit] if limit else lines
-    if all(line.lstrip("-").isdigit() for line in lines):
-        return np.asarray([int(line) for line in lines])
-    index = {name: i for i, name in enumerate(names)}
-    unknown = sorted({line for line in lines if line not in index})
-    if unknown:
-        raise McrxError(f"{where}.labels: {path} names classes that are not in 'classes': "
-                        f"{unknown[:5]}{' …' if len(unknown) > 5 else ''}")
-    return np.asarray([index[line] for line in lines])
+    name, or an integer index), not in the sorted order of the names."""
+    from mcrx.store.inputs import read_labels
+
+    labels = read_labels(path)
+    labels = labels[:limit] if limit else labels
+    return class_vocabulary({"labels": labels}, names, where, report_one_sided=False
+                            ).codes["labels"]
 
 
-def prompt_embeddings(run, space: str, evaluation: EvaluationSet,
-                      where: str) -> tuple[Embeddings, list[str]]:
-    """The zero-shot prompts as text rows of ``space`` with their class index, and the
-    class names."""
+def prompt_embeddings(run, space: str, evaluation: EvaluationSet, names: list[str] | None,
+                      where: str) -> Embeddings:
+    """The zero-shot prompts as text rows of ``space`` with their raw class labels
+    (class indices for classes × templates; as the prompts' source gives them otherwise)."""
     from mcrx.stages.encode import embed_source
 
-    names = class_names(evaluation, where)
     if evaluation.prompts is not None:  # labelled text items (the toy world's texts)
         rows = embed_source(run, evaluation.prompts, PROMPT_MODALITY, space, f"{where}.prompts")
         if rows.labels is None:
             raise McrxError(f"{where}.prompts: the prompts need class labels (a dataset with "
                             "labels, or 'labels:')")
-        classes = int(np.max(rows.labels)) + 1
-        if names is not None and len(names) != classes:
-            raise McrxError(f"{where}.classes: {len(names)} names but the prompts' labels "
-                            f"go up to {classes - 1}")
-        return rows, names or [str(c) for c in range(classes)]
+        return rows
+    if names is None:
+        raise McrxError(f"{where}.classes: a zeroshot set needs 'classes' (with "
+                        "'templates'), labelled 'prompts', or a dataset that names its "
+                        "classes (Dataset.classes())")
     texts, labels = prompts(names, resolve_templates(evaluation.templates))
     encoder = run.space(space).encoder(PROMPT_MODALITY)
     size = encoder.batch_size or 64
     parts = [torch.as_tensor(encoder.encode(texts[i : i + size])).float()
              for i in range(0, len(texts), size)]
-    return Embeddings(F.normalize(torch.cat(parts), dim=-1), "", np.asarray(labels)), names
+    return Embeddings(F.normalize(torch.cat(parts), dim=-1), "", np.asarray(labels))
+
+
+def set_vocabulary(run, evaluation: EvaluationSet, data: dict[str, Embeddings],
+                   where: str, names: list[str] | None = None,
+                   prompt_labels: np.ndarray | None = None) -> Vocabulary | None:
+    """The one vocabulary of a set (None for ``ground_truth: pairs``): item ids for
+    ``items`` (a source's ``labels:`` file, else its dataset's ``item_ids``, else one item
+    per row), class labels against ``names`` for ``labels`` and zero-shot (with the
+    prompts' labels, under the key ``prompts``)."""
+    if evaluation.task == "retrieval" and evaluation.ground_truth == "pairs":
+        return None
+    raw: dict[str, Any] = {}
+    for modality, rows in data.items():
+        source = evaluation.data[modality]
+        if evaluation.task == "retrieval" and evaluation.ground_truth == "items":
+            ids = rows.labels if source.labels is not None else (
+                _dataset(run, source).item_ids(modality) if source.dataset else None)
+            if ids is not None and source.labels is None and source.limit:
+                ids = np.asarray(ids)[: source.limit]
+            ids = np.arange(len(rows.rows)) if ids is None else np.asarray(ids)
+        else:
+            ids = rows.labels
+            if ids is None:
+                task = "zero-shot items" if evaluation.task == "zeroshot" else (
+                    "ground_truth: labels")
+                raise McrxError(f"{where}.data.{modality}: {task} need class labels (a "
+                                "dataset with labels, or 'labels:')")
+        if len(ids) != len(rows.rows):
+            raise McrxError(f"{where}.data.{modality}: {len(ids)} labels for "
+                            f"{len(rows.rows)} rows (one per row)")
+        raw[modality] = ids
+    if evaluation.task == "retrieval" and evaluation.ground_truth == "items":
+        return item_vocabulary(raw, f"{where}.data")
+    if prompt_labels is not None:
+        raw["prompts"] = prompt_labels
+    return class_vocabulary(raw, names, f"{where}.data",
+                            report_one_sided=evaluation.task == "retrieval")
+
+
+def _warn(evaluation: EvaluationSet, vocabulary: Vocabulary | None, where: str) -> None:
+    for line in vocabulary.warnings() if vocabulary else []:
+        console.print(f"[yellow]warning[/] {where} ({evaluation.name}): {line}",
+                      highlight=False)
 
 
 def embed_sets(run, model: UnifiedModel, sets: list[EvaluationSet]
@@ -205,14 +287,14 @@ def pca_2d(rows: dict[str, torch.Tensor], per_modality: int = PCA_ROWS,
 
 
 def source_space_gaps(run, model: UnifiedModel, evaluation: EvaluationSet,
-                      data: dict[str, Embeddings], where: str) -> dict[str, dict]:
+                      data: dict[str, Embeddings], labels: dict[str, Any],
+                      where: str) -> dict[str, dict]:
     """The gap of every modality pair inside each source space that embeds both (CLAP's
     audio–text, before any connector), the space nearest the base first. A modality the
     unified model embeds with another space is encoded (and cached) in this one too."""
     from mcrx.stages.encode import embed_source
 
     before: dict[str, dict] = {}
-    labels = {m: e.labels for m, e in data.items()}
     for space, info in model.manifest["spaces"].items():  # the base first
         covered = [m for m in data if m in info["modalities"] and (
             model.space_of(m) == space or space in evaluation.data[m].embeddings
@@ -229,33 +311,31 @@ def source_space_gaps(run, model: UnifiedModel, evaluation: EvaluationSet,
 
 def score_zeroshot(run, model: UnifiedModel, evaluation: EvaluationSet,
                    data: dict[str, Embeddings], unified: dict[str, torch.Tensor],
-                   labels: dict[str, Any], where: str) -> dict[str, dict]:
+                   where: str) -> tuple[dict[str, dict], Vocabulary]:
     """Modality → zero-shot metrics in the unified space, each with ``native``: the same
     classification inside the item's own source space when that space has text too (CLAP's
-    own ESC-50 figure beside the unified one)."""
+    own ESC-50 figure beside the unified one). Items and prompts share the set's classes."""
     space = model.space_of(PROMPT_MODALITY)
-    prompt_rows, names = prompt_embeddings(run, space, evaluation, where)
+    names = set_class_names(run, evaluation, where)
+    prompt_rows = prompt_embeddings(run, space, evaluation, names, where)
+    vocabulary = set_vocabulary(run, evaluation, data, where, names, prompt_rows.labels)
+    names = [str(v) for v in vocabulary.values]
+    prompt_codes = vocabulary.codes["prompts"]
     prototypes = class_prototypes(model.project(space, PROMPT_MODALITY, prompt_rows.rows),
-                                  prompt_rows.labels, len(names))
+                                  prompt_codes, len(names))
     results = {}
     for modality, rows in unified.items():
-        source = evaluation.data[modality]
-        if source.labels is not None and Path(source.labels).suffix != ".npy":
-            labels[modality] = labels_by_name(source.labels, names, source.limit,
-                                              f"{where}.data.{modality}")
-        if labels[modality] is None:
-            raise McrxError(f"{where}.data.{modality}: zero-shot items need class labels (a "
-                            "dataset with labels, or 'labels:')")
-        results[modality] = zeroshot_metrics(rows, labels[modality], prototypes, names)
+        labels = vocabulary.codes[modality]
+        results[modality] = zeroshot_metrics(rows, labels, prototypes, names)
         own = model.space_of(modality)
         if own != space and PROMPT_MODALITY in model.manifest["spaces"][own]["modalities"]:
-            own_prompts, _ = prompt_embeddings(run, own, evaluation, where)
+            own_prompts = prompt_embeddings(run, own, evaluation, names, where)
             native = zeroshot_metrics(
-                data[modality].rows, labels[modality],
-                class_prototypes(own_prompts.rows, own_prompts.labels, len(names)), names)
+                data[modality].rows, labels,
+                class_prototypes(own_prompts.rows, prompt_codes, len(names)), names)
             results[modality]["native"] = {"space": own, **{
                 k: v for k, v in native.items() if k.startswith(("top", "mean_per"))}}
-    return results
+    return results, vocabulary
 
 
 def score_sets(run, model: UnifiedModel, sets: list[EvaluationSet],
@@ -264,24 +344,30 @@ def score_sets(run, model: UnifiedModel, sets: list[EvaluationSet],
     """Every set's figures in the unified space of ``model``."""
     scored = ScoredSets()
     for j, evaluation in enumerate(sets):
+        where = f"evaluation.{j}"
         data = native[evaluation.name]
         unified = {m: model.project(model.space_of(m), m, e.rows) for m, e in data.items()}
-        labels = {m: e.labels for m, e in data.items()}
         if evaluation.task == "zeroshot":
-            scored.zeroshot[evaluation.name] = score_zeroshot(
-                run, model, evaluation, data, unified, labels, f"evaluation.{j}")
+            scored.zeroshot[evaluation.name], vocabulary = score_zeroshot(
+                run, model, evaluation, data, unified, where)
+            scored.vocabulary[evaluation.name] = vocabulary.report()
             continue
+        names = (set_class_names(run, evaluation, where)
+                 if evaluation.ground_truth == "labels" else None)
+        vocabulary = set_vocabulary(run, evaluation, data, where, names)
+        _warn(evaluation, vocabulary, where)
+        labels = dict(vocabulary.codes) if vocabulary else {m: None for m in data}
+        if vocabulary:
+            scored.vocabulary[evaluation.name] = vocabulary.report()
         if evaluation.ground_truth == "items":
-            # item ids come from 'labels:' files only (a dataset's own labels are classes)
-            labels = {m: labels[m] if evaluation.data[m].labels is not None else None
-                      for m in labels}
-            scored.retrieval[evaluation.name] = cross_modal_items(unified, labels)
+            scored.retrieval[evaluation.name] = cross_modal_items(
+                unified, labels, evaluation.unmatched_queries)
         else:
             scored.retrieval[evaluation.name] = cross_modal_retrieval(
-                unified, evaluation.ground_truth, labels)
+                unified, evaluation.ground_truth, labels, evaluation.unmatched_queries)
         if with_pictures:
             after = modality_gap(unified, labels, evaluation.ground_truth)
-            before = source_space_gaps(run, model, evaluation, data, f"evaluation.{j}")
+            before = source_space_gaps(run, model, evaluation, data, labels, where)
             scored.gap[evaluation.name] = {
                 pair: {"after": values, "before": before.get(pair)}
                 for pair, values in after.items()
@@ -328,6 +414,8 @@ def evaluate_unified_model(model: UnifiedModel, sets: list[EvaluationSet], regis
         "retrieval": flatten(scored.retrieval),
         "zeroshot": flatten(scored.zeroshot, always_prefix=True),
         "gap": flatten(scored.gap),
+        "vocabulary": scored.vocabulary,
+        "conventions": CONVENTIONS,
         "timings": timings,
         "encoded_items": run.encoded,
     }

@@ -116,7 +116,10 @@ def read_embeddings(path: Path, dim: int | None = None) -> np.ndarray:
 
 
 def read_labels(path: Path) -> np.ndarray:
-    """Integer class labels from ``.npy`` or ``.txt`` (one label per line, any strings)."""
+    """Labels as written, one per item: a ``.npy`` array's values, or a ``.txt`` file's
+    non-empty stripped lines as strings. Nothing is coded here: every source of an
+    evaluation set is coded together (:mod:`mcrx.metrics.vocabulary`), so that a label
+    means the same item or class in every file."""
     path = Path(path)
     if path.is_dir():
         raise McrxError(f"{path}: expected a labels file (.npy or .txt), found a folder")
@@ -125,8 +128,7 @@ def read_labels(path: Path) -> np.ndarray:
     if path.suffix == ".npy":
         labels = load_npy(path, "labels array")
     else:
-        lines = read_text_lines(path, "labels")
-        _, labels = np.unique(np.array(lines), return_inverse=True)
+        labels = np.asarray(read_text_lines(path, "labels"), dtype=str)
     return np.asarray(labels).reshape(-1)
 
 

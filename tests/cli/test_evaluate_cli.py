@@ -101,7 +101,9 @@ def test_multi_caption_set_with_item_ids(trained, tmp_path):
     model = mcrx.load(run / "model")
     dataset = get_registry().dataset("toy/world").build(params={"split": "eval", "count": 200})
     text = model.space("toy/clip").encoder("text").encode(dataset.items("text")).numpy()
-    np.save(tmp_path / "captions.npy", np.concatenate([text, text[::-1]]))  # 2 per item
+    second = text[::-1] + 0.05 * np.random.default_rng(0).standard_normal(text.shape)
+    second /= np.linalg.norm(second, axis=1, keepdims=True)  # a second, different caption
+    np.save(tmp_path / "captions.npy", np.concatenate([text, second]).astype(np.float32))
     np.save(tmp_path / "caption_ids.npy", np.concatenate([np.arange(200), np.arange(200)[::-1]]))
     evaluation = {"evaluation": [{
         "name": "captions", "ground_truth": "items",
@@ -115,7 +117,7 @@ def test_multi_caption_set_with_item_ids(trained, tmp_path):
     assert result.exit_code == 0, result.output
     retrieval = json.loads(result.stdout)["models"]["run"]["retrieval"]
     t2a, a2t = retrieval["text->audio"], retrieval["audio->text"]
-    assert t2a["n"] == 400 and a2t["n"] == 200 and t2a["unmatched"] == 0
+    assert t2a["n"] == 400 and a2t["n"] == 200 and t2a["queries_without_match"] == 0
     assert 0 < t2a["mAP@10"] <= 1 and t2a["R@1"] > 10 * t2a["chance_R@1"]
     # best rank among an item's captions: recall as "any relevant in the top k" of labels mode
     audio = model.project("toy/clap", "audio", model.space("toy/clap").encoder("audio").encode(

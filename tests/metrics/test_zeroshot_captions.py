@@ -37,7 +37,7 @@ def test_text_to_audio_by_hand():
     assert m["mean_rank"] == 1.5
     assert m["mAP@10"] == pytest.approx((1 + 1 / 2 + 1 + 1 / 2) / 4)
     assert m["chance_R@1"] == pytest.approx(1 / 2)
-    assert m["n"] == 4 and m["unmatched"] == 0
+    assert m["n"] == 4 and m["queries_without_match"] == 0
 
 
 def test_audio_to_text_takes_the_best_caption_by_hand():
@@ -64,7 +64,7 @@ def test_integer_and_string_ids_name_the_same_items():
 
 def test_unmatched_queries_are_counted_and_ids_checked():
     m = item_retrieval_metrics(CAPTIONS, AUDIO, ["a0", "a0", "a1", "zz"], ["a0", "a1"])
-    assert m["n"] == 3 and m["unmatched"] == 1
+    assert m["n"] == 3 and m["queries_without_match"] == 1
     with pytest.raises(McrxError, match="one id per row"):
         item_retrieval_metrics(CAPTIONS, AUDIO, ["a0"], ["a0", "a1"])
 
