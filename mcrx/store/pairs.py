@@ -113,6 +113,20 @@ def read_pseudo_pairs(path: Path) -> dict[str, np.ndarray]:
 
 
 def finished_pairs_fingerprint(path: Path) -> str | None:
-    """The fingerprint a complete pseudo-pair folder was built for (None when absent)."""
+    """The fingerprint a complete pseudo-pair folder was built for; None when it is absent
+    or not whole (an unreadable manifest, a role file missing, truncated or of another row
+    count than the manifest says): such a folder is rebuilt, never used."""
     manifest = path / MANIFEST
-    return json.loads(manifest.read_text()).get("fingerprint") if manifest.is_file() else None
+    if not manifest.is_file():
+        return None
+    try:
+        meta = json.loads(manifest.read_text())
+        count = int(meta["count"])
+        for role in PAIR_ROLES:
+            rows = np.load(path / f"{role}.npy", mmap_mode="r")  # the header, then the size
+            if rows.ndim != 2 or len(rows) != count:
+                return None
+    except (OSError, ValueError, KeyError, TypeError):  # missing, truncated or scribbled
+        return None
+    fingerprint = meta.get("fingerprint")
+    return fingerprint if isinstance(fingerprint, str) else None
