@@ -3,7 +3,7 @@ text branch with random weights, real audio files of every format libsndfile wri
 and a checkpoint in the LAION-AI/CLAP release format.
 
 roberta-base's real tokenizer files cannot be had offline (no package ships them), so the
-roberta text path runs on a tokenizer folder written here in roberta-base's exact format:
+roberta text path runs on a tokenizer folder written by conftest.py in roberta-base's exact format:
 vocab.json + merges.txt with 50,265 entries and roberta's special tokens, where
 transformers' RobertaTokenizer does real byte-level BPE. Only the vocabulary is synthetic,
 as the weights are random. laion_clap's own offline text path (tmodel 'transformer', with
@@ -11,7 +11,6 @@ its bundled CLIP vocabulary) is tested too."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import textwrap
@@ -36,37 +35,6 @@ TEXTS = ["a dog barking", "rain on a tin roof", "an orchestra tuning up"]
 # ---------------------------------------------------------------------------------------
 # Fixtures
 # ---------------------------------------------------------------------------------------
-def _byte_symbols() -> list[str]:
-    """The 256 printable stand-ins of byte-level BPE (GPT-2/roberta): printable Latin-1
-    bytes stand for themselves, the others map to code points from 256 on."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
-                 *range(ord("®"), ord("ÿ") + 1)]
-    shifted = iter(range(256, 512))
-    return [chr(b) if b in printable else chr(next(shifted)) for b in range(256)]
-
-
-@pytest.fixture(scope="module")
-def tokenizer_dir(tmp_path_factory) -> Path:
-    """A roberta-base-format tokenizer folder: <s>=0 <pad>=1 </s>=2 <unk>=3, the byte
-    symbols, pair merges up to 50,264 entries, <mask> last."""
-    folder = tmp_path_factory.mktemp("roberta-tokenizer")
-    symbols = _byte_symbols()
-    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
-    for symbol in symbols:
-        vocab[symbol] = len(vocab)
-    merges = []
-    for first in symbols:
-        for second in symbols:
-            if len(vocab) == 50264:
-                break
-            vocab[first + second] = len(vocab)
-            merges.append(f"{first} {second}")
-    vocab["<mask>"] = len(vocab)
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    return folder
-
-
 def _sound(seconds: float, rate: int, seed: int, channels: int = 1) -> np.ndarray:
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * rate)) / rate
@@ -335,7 +303,7 @@ def test_fusion_must_match_the_checkpoint(space, tmp_path):
         build("clap/630k", checkpoint=str(path))
     with pytest.raises(McrxError, match="but `fusion: false` asks"):
         build("clap/custom", checkpoint=str(path), fusion=False)
-    with pytest.raises(McrxError, match="cannot read the checkpoint"):
+    with pytest.raises(McrxError, match="not a readable PyTorch weights file"):
         (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
         build("clap/custom", checkpoint=str(tmp_path / "broken.pt"))
     with pytest.raises(McrxError, match="no audio model 'HTSAT-huge'"):
