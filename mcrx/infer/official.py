@@ -166,8 +166,21 @@ def check_spaces(spaces: OfficialSpaces, kinds: list[str]) -> None:
                 raise McrxError(f"--{kind}-params: {exc}") from None
 
 
+#: the authors' preprocessing, under the params given (theirs win): C-MCR / Ex-MCR
+#: ``trunks.py`` feed PointBERT the raw ``xyz`` of their dict files (no sampling, no
+#: re-centring or rescaling; PointBERT's patch centres by ULIP's torch ``misc.fps``) and
+#: load images with HF's CLIPProcessor / ULIP's ``pil_loader``, which ignore EXIF orientation
+AUTHORS_PREPROCESSING: dict[str, dict[str, Any]] = {
+    "clip": {"exif_transpose": False},
+    "clap": {},
+    "ulip": {"sampling": "none", "normalize": False, "centre_fps": "torch", "fps_seed": 0,
+             "exif_transpose": False},
+}
+
+
 def _space_entry(name: str, kind: str, params: dict | None) -> dict[str, Any]:
-    return {"plugin": name.split("/")[0], "params": params or {}, "dim": DIM,
+    return {"plugin": name.split("/")[0],
+            "params": {**AUTHORS_PREPROCESSING[kind], **(params or {})}, "dim": DIM,
             "modalities": SPACE_MODALITIES[kind]}
 
 

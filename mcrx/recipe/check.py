@@ -63,6 +63,10 @@ def _check_source(
                 errors.append((f"{loc}.dataset", f"dataset {source.dataset} has no {modality!r} "
                                f"items (it has {list(spec.modalities)})"))
             _check_params(spec, source.params, f"{loc}.params", errors, check_files)
+            root = source.params.get("root")  # the benchmarks' download folder
+            if check_files and isinstance(root, str) and not Path(root).expanduser().is_dir():
+                errors.append((f"{loc}.params.root", f"folder not found: {root} (the folder "
+                               f"{source.dataset} was downloaded into)"))
     for space in source.embeddings:
         if space not in spaces:
             errors.append((f"{loc}.embeddings.{space}",

@@ -77,7 +77,8 @@ def test_unknown_plugin_names_list_the_known_ones():
     assert "unknown space 'ulip/nonexistent'" in message and "toy/clip" in message
     raw = demo_raw()
     raw["memories"]["text"]["dataset"] = "toy/nope"
-    assert "known datasets: toy/world" in errors_of(raw)["memories.text.dataset"]
+    assert "known datasets: mcrx/audiocaps" in errors_of(raw)["memories.text.dataset"]
+    assert "toy/world" in errors_of(raw)["memories.text.dataset"]
 
 
 def test_missing_files_are_named(tmp_path):
