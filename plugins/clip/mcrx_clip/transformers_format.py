@@ -18,7 +18,8 @@ The authors (MCR-PEFT/Ex-MCR ``exmcr/trunks.py``, ``get_clip_extractor`` /
   centre crop, rescale 1/255, normalise. The picture is first converted with PIL's
   ``convert("RGB")`` as transformers 4.29's ``convert_to_rgb``
   (``src/transformers/image_transforms.py``) did; transformers 5 composites transparency
-  on white instead, which would change the pixels of images with alpha.
+  (an alpha band, or a palette's transparent index) on white instead, which would change
+  the pixels of such images.
 
 Imported only when such a folder is built (it imports torch and transformers).
 """
@@ -232,6 +233,9 @@ class TransformersImagePreprocess:
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         rgb = image.convert("RGB")  # transformers 4.29's convert_to_rgb: alpha dropped
+        # a palette or RGB picture with a transparent colour keeps it in info after the
+        # conversion, and transformers 5 would composite that colour on white
+        rgb.info.pop("transparency", None)
         pixels = self.processor(images=[rgb], return_tensors="pt")["pixel_values"]
         return pixels[0].float()
 

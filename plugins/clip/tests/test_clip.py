@@ -1,6 +1,8 @@
 """Tests of the ``clip`` plugin: a real open_clip ViT (tiny config written here) with
 random weights, real image files of every common format, and weight files in the layouts
-of the real releases (open_clip state dicts, safetensors, OpenAI's TorchScript archives)."""
+of the real releases: open_clip state dicts and Hub folders, OpenAI's TorchScript archives
+(traced from an OpenAI-layout model, as OpenAI shipped theirs), and transformers CLIP
+folders (save_pretrained, with tokenizer and image-processor files)."""
 
 from __future__ import annotations
 
@@ -42,8 +44,9 @@ def config_file(tmp_path_factory) -> Path:
 
 
 def build(config_file: Path, **params):
-    """Build through the registry, exactly as a recipe does."""
-    name = f"clip/{ARCH}"
+    """Build through the registry, exactly as a recipe does; the architecture is the one
+    ``config_file`` defines (open_clip names a config by its file stem)."""
+    name = f"clip/{config_file.stem}"
     return get_registry().space(name).build(name, params={"model_config": str(config_file),
                                                           **params})
 
@@ -284,8 +287,9 @@ def _outputs(space, image_files):
 
 @pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
 def test_weights_file_round_trip(space, config_file, image_files, tmp_path, suffix):
-    """Weights saved in open_clip's release formats load through `pretrained:` and give
-    the same embeddings; such files carry no OpenAI marks, so GELU stays plain."""
+    """Weights saved in open_clip's formats load through `pretrained:` and give the same
+    embeddings. A bare state dict says nothing about QuickGELU: refused, naming the param,
+    until `quick_gelu` is set."""
     path = tmp_path / f"open_clip_model{suffix}"
     state = {k: v.contiguous() for k, v in space.model.state_dict().items()}
     if suffix == ".pt":
@@ -294,14 +298,18 @@ def test_weights_file_round_trip(space, config_file, image_files, tmp_path, suff
         from safetensors.torch import save_file
 
         save_file(state, path)
-    loaded = build(config_file, pretrained=str(path))
+    with pytest.raises(McrxError, match=r"params\.quick_gelu: .*open_clip_model.* cannot "
+                       r"tell whether .* QuickGELU") as refused:
+        build(config_file, pretrained=str(path))
+    assert "quick_gelu: true" in str(refused.value)
+    loaded = build(config_file, pretrained=str(path), quick_gelu=False)
     assert loaded.weights.kind == "file" and loaded.quick_gelu is False
     assert _quick_gelu_layers(loaded) == 0
     for ours, theirs in zip(_outputs(loaded, image_files), _outputs(space, image_files),
                             strict=True):
         assert _max_diff(ours, theirs) < 1e-5
     # the folder holding the file works too, and names the same weights
-    from_folder = build(config_file, pretrained=str(tmp_path))
+    from_folder = build(config_file, pretrained=str(tmp_path), quick_gelu=False)
     assert from_folder.fingerprint() == loaded.fingerprint() != space.fingerprint()
 
 
@@ -332,28 +340,12 @@ def _openai_state(space) -> dict[str, torch.Tensor]:
     return state
 
 
-def _torchscript_archive(state: dict[str, torch.Tensor], path: Path) -> None:
-    """A TorchScript archive whose state dict is ``state``, as OpenAI ships CLIP."""
-    root = torch.nn.Module()
-    for key, value in state.items():
-        *parents, leaf = key.split(".")
-        node = root
-        for part in parents:
-            if not hasattr(node, part):
-                node.add_module(part, torch.nn.Module())
-            node = getattr(node, part)
-        node.register_buffer(leaf, value.clone())
-    torch.jit.script(root).save(str(path))
-
-
-@pytest.mark.parametrize("layout", ["state_dict", "torchscript"])
-def test_openai_weights_switch_quick_gelu_on(space, config_file, tmp_path, layout):
+def test_openai_state_dict_switches_quick_gelu_on(space, config_file, tmp_path):
+    """A plain state dict converted from OpenAI's release keeps OpenAI's metadata entries:
+    QuickGELU is switched on for it."""
     state = _openai_state(space)
     path = tmp_path / "ViT-B-32.pt"
-    if layout == "torchscript":
-        _torchscript_archive(state, path)
-    else:
-        torch.save(state, path)
+    torch.save(state, path)
     loaded = build(config_file, pretrained=str(path))
     assert loaded.quick_gelu is True and _quick_gelu_layers(loaded) > 0
     for key, value in loaded.model.state_dict().items():
@@ -399,7 +391,7 @@ def test_configuration_errors(config_file, tmp_path):
     wrong = tmp_path / "wrong.pt"
     torch.save({"visual.proj": torch.zeros(3, 3)}, wrong)
     with pytest.raises(McrxError, match="cannot load .*wrong.pt"):
-        build(config_file, pretrained=str(wrong))
+        build(config_file, pretrained=str(wrong), quick_gelu=False)
 
 
 def test_fingerprints(space, config_file):
@@ -410,3 +402,360 @@ def test_fingerprints(space, config_file):
     assert image.fingerprint() != text.fingerprint()
     # seeded random weights: a rebuild gives the same space, so caching under it is sound
     assert _max_diff(again.encoder("text").encode(TEXTS), text.encode(TEXTS)) < 1e-6
+
+
+# ---------------------------------------------------------------------------------------
+# OpenAI's TorchScript release, open_clip Hub folders, transformers folders
+# ---------------------------------------------------------------------------------------
+#: an OpenAI-layout tiny ViT: attention heads of width 64 as in every OpenAI CLIP, so that
+#: open_clip's own OpenAI loader (which derives heads as width // 64) can rebuild it
+OPENAI_ARCH = "mcrx-test-openai-vit"
+OPENAI_CONFIG = {
+    "embed_dim": DIM,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def openai_config_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("openai-configs") / f"{OPENAI_ARCH}.json"
+    path.write_text(json.dumps(OPENAI_CONFIG))
+    return path
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.normalize(x.float(), dim=-1)
+
+
+@pytest.fixture(scope="module")
+def openai_archive(openai_config_file, tmp_path_factory) -> Path:
+    """A TorchScript archive made the way OpenAI made ViT-B-32.pt: the CLIP module (same
+    parameter names as OpenAI's clip/model.py) with QuickGELU, traced (forward,
+    encode_image, encode_text), weights in half precision, and the input_resolution /
+    context_length / vocab_size entries in its state dict."""
+    import open_clip
+
+    open_clip.add_model_config(openai_config_file)
+    torch.manual_seed(1)
+    model = open_clip.create_model(OPENAI_ARCH, force_quick_gelu=True).eval()
+    for name, value in (("input_resolution", 32), ("context_length", 16),
+                        ("vocab_size", 49408)):
+        if name in vars(model):  # open_clip keeps these as plain ints
+            delattr(model, name)
+        model.register_buffer(name, torch.tensor(value))
+    # OpenAI's causal mask is a plain tensor attribute, traced as a constant; open_clip's
+    # is a non-persistent buffer, which a traced module would save with the weights
+    mask = model._buffers.pop("attn_mask")
+    model.attn_mask = mask
+    image = torch.randn(2, 3, 32, 32)
+    text = open_clip.get_tokenizer(OPENAI_ARCH)(TEXTS[:2])
+    with torch.no_grad():
+        traced = torch.jit.trace_module(model, {"forward": (image, text),
+                                                "encode_image": (image,),
+                                                "encode_text": (text,)})
+    traced.half()
+    path = tmp_path_factory.mktemp("openai") / "ViT-B-32.pt"
+    traced.save(str(path))
+    return path
+
+
+def test_openai_torchscript_release(openai_config_file, openai_archive, image_files):
+    """OpenAI's TorchScript file: QuickGELU is switched on, and mcrx's embeddings equal the
+    archive's own compiled encode_image / encode_text and open_clip's OpenAI loader
+    (load_openai_model) on the same inputs; with GELU they do not."""
+    import open_clip
+
+    from mcrx_clip.space import is_torchscript
+
+    assert is_torchscript(openai_archive)
+    space = build(openai_config_file, pretrained=str(openai_archive))
+    assert space.quick_gelu is True and space.weights.torchscript
+    assert _quick_gelu_layers(space) > 0
+    images = [str(p) for p in image_files.values()]
+    image_encoder, text_encoder = space.encoder("image"), space.encoder("text")
+    pixels = torch.stack([image_encoder.prepare(p) for p in images])
+    tokens = torch.stack([text_encoder.prepare(t) for t in TEXTS])
+    ours_image, ours_text = image_encoder.encode(images), text_encoder.encode(TEXTS)
+
+    archive = torch.jit.load(str(openai_archive), map_location="cpu").float()
+    reference = open_clip.load_openai_model(str(openai_archive), precision="fp32",
+                                            device="cpu").eval()
+    with torch.no_grad():
+        for model in (archive, reference):
+            assert _max_diff(ours_image, _rows(model.encode_image(pixels))) < 1e-5
+            assert _max_diff(ours_text, _rows(model.encode_text(tokens))) < 1e-5
+        gelu = build(openai_config_file, pretrained=str(openai_archive), quick_gelu=False)
+        assert _max_diff(gelu.encoder("image").encode(images),
+                         _rows(archive.encode_image(pixels))) > 1e-3
+
+
+def _hub_folder(space, folder: Path, quick_gelu: bool | None, weights_name: str) -> Path:
+    """An open_clip Hub folder: weights beside open_clip_config.json (model_cfg carries
+    quick_gelu only for OpenAI-trained models, as on the Hub)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.contiguous() for k, v in space.model.state_dict().items()}
+    if weights_name.endswith(".safetensors"):
+        from safetensors.torch import save_file
+
+        save_file(state, folder / weights_name)
+    else:
+        torch.save(state, folder / weights_name)
+    model_cfg = dict(TINY_CONFIG, **({} if quick_gelu is None else {"quick_gelu": quick_gelu}))
+    (folder / "open_clip_config.json").write_text(json.dumps({
+        "model_cfg": model_cfg,
+        "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073],
+                           "std": [0.26862954, 0.26130258, 0.27577711]},
+    }))
+    return folder / weights_name
+
+
+@pytest.mark.parametrize("quick_gelu", [True, None])
+@pytest.mark.parametrize("weights_name", ["open_clip_pytorch_model.bin",
+                                          "open_clip_model.safetensors"])
+def test_open_clip_hub_files_decide_quick_gelu(space, config_file, image_files, tmp_path,
+                                               quick_gelu, weights_name):
+    """The Hub folder (or its weights file named alone) takes QuickGELU from its own
+    open_clip_config.json, and embeds exactly as open_clip's own `local-dir:` loading of
+    the folder does."""
+    import open_clip
+
+    path = _hub_folder(space, tmp_path / "hub", quick_gelu, weights_name)
+    expected = bool(quick_gelu)
+    images = [str(p) for p in image_files.values()]
+    reference, _, transform = open_clip.create_model_and_transforms(f"local-dir:{path.parent}")
+    reference.eval()
+    tokenizer = open_clip.get_tokenizer(f"local-dir:{path.parent}")
+    with torch.no_grad():
+        ref_image = _rows(reference.encode_image(
+            torch.stack([transform(load_image_upright(p)) for p in images])))
+        ref_text = _rows(reference.encode_text(tokenizer(TEXTS)))
+    for named in (path.parent, path):
+        loaded = build(config_file, pretrained=str(named))
+        assert loaded.quick_gelu is expected
+        assert (_quick_gelu_layers(loaded) > 0) is expected
+        assert "open_clip_config.json" in loaded_reason(loaded, config_file, named)
+        assert _max_diff(loaded.encoder("image").encode(images), ref_image) < 1e-5
+        assert _max_diff(loaded.encoder("text").encode(TEXTS), ref_text) < 1e-5
+
+
+def load_image_upright(path: str):
+    from PIL import ImageOps
+
+    with Image.open(path) as image:
+        return ImageOps.exif_transpose(image)
+
+
+def loaded_reason(space, config_file, named) -> str:
+    from mcrx_clip.space import resolve_weights
+
+    return resolve_weights(ARCH, str(named)).why
+
+
+# --- transformers folders ---------------------------------------------------------------
+OPENAI_MEAN = [0.48145466, 0.4578275, 0.40821073]
+OPENAI_STD = [0.26862954, 0.26130258, 0.27577711]
+
+
+def _write_transformers_folder(folder: Path, weights: str = "model.safetensors") -> Path:
+    """A transformers CLIP folder shaped like openai/clip-vit-base-patch32 (its config
+    style: legacy eos_token_id 2, int `size` / `crop_size` in preprocessor_config.json,
+    vocab.json + merges.txt), with the tiny architecture and random weights. The BPE
+    files are open_clip's own vocabulary, with OpenAI's names for the two special tokens."""
+    from open_clip.tokenizer import SimpleTokenizer
+    from transformers import CLIPConfig, CLIPModel
+
+    folder.mkdir(parents=True, exist_ok=True)
+    config = CLIPConfig(
+        text_config={"vocab_size": 49408, "hidden_size": 32, "intermediate_size": 128,
+                     "num_hidden_layers": 2, "num_attention_heads": 2,
+                     "max_position_embeddings": 16, "bos_token_id": 0, "eos_token_id": 2,
+                     "pad_token_id": 1},
+        vision_config={"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2,
+                       "num_attention_heads": 2, "image_size": 32, "patch_size": 8},
+        projection_dim=DIM,
+    )
+    torch.manual_seed(2)
+    model = CLIPModel(config).eval()
+    model.save_pretrained(folder)
+    if weights == "pytorch_model.bin":
+        (folder / "model.safetensors").unlink()
+        torch.save(model.state_dict(), folder / "pytorch_model.bin")
+    bpe = SimpleTokenizer()
+    names = {"<start_of_text>": "<|startoftext|>", "<end_of_text>": "<|endoftext|>"}
+    vocab = {names.get(token, token): index for token, index in bpe.encoder.items()}
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    merges = sorted(bpe.bpe_ranks, key=bpe.bpe_ranks.get)
+    (folder / "merges.txt").write_text(
+        "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "CLIPTokenizer", "model_max_length": 77, "do_lower_case": True,
+        "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
+        "unk_token": "<|endoftext|>", "pad_token": "<|endoftext|>"}))
+    (folder / "preprocessor_config.json").write_text(json.dumps({
+        "crop_size": 32, "do_center_crop": True, "do_normalize": True, "do_resize": True,
+        "feature_extractor_type": "CLIPFeatureExtractor", "image_mean": OPENAI_MEAN,
+        "image_std": OPENAI_STD, "resample": 3, "size": 32}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def transformers_dir(tmp_path_factory) -> Path:
+    return _write_transformers_folder(tmp_path_factory.mktemp("hf") / "clip-vit-tiny")
+
+
+@pytest.fixture(scope="module")
+def parity_images(tmp_path_factory) -> dict[str, Path]:
+    """Real files of the kinds that trip preprocessing up: a sideways JPEG with EXIF
+    orientation 6, a PNG with alpha, a grey PNG, a palette GIF with a transparent index,
+    and non-square pictures whose crop offsets are odd halves (x.5 where the two
+    references round differently)."""
+    folder = tmp_path_factory.mktemp("parity")
+    files = {}
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(_pattern(49, 11)[:, :40]).save(folder / "exif6.jpg", quality=95,
+                                                    exif=exif)
+    files["exif6.jpg"] = folder / "exif6.jpg"
+    rgba = np.dstack([_pattern(48, 12), np.linspace(0, 255, 48 * 48).reshape(48, 48)])
+    Image.fromarray(rgba.astype(np.uint8), "RGBA").save(folder / "alpha.png")
+    files["alpha.png"] = folder / "alpha.png"
+    Image.fromarray(_pattern(50, 13)).convert("L").save(folder / "grey.png")
+    files["grey.png"] = folder / "grey.png"
+    Image.fromarray(_pattern(45, 14)).convert("P", palette=Image.Palette.ADAPTIVE).save(
+        folder / "palette.gif", transparency=0)
+    files["palette.gif"] = folder / "palette.gif"
+    Image.fromarray(_pattern(64, 15)[:40]).save(folder / "wide.png")  # 64×40
+    files["wide.png"] = folder / "wide.png"
+    Image.fromarray(_pattern(49, 16)[:, :40]).save(folder / "tall.png")  # 40×49 → 32×39
+    files["tall.png"] = folder / "tall.png"
+    return files
+
+
+def authors_pixels(path: Path, size: int = 32, crop: int = 32) -> torch.Tensor:
+    """The Ex-MCR authors' image preprocessing, compactly: MCR-PEFT/Ex-MCR
+    exmcr/trunks.py (commit 1dd0197d) opens each file with a plain ``Image.open`` (no EXIF
+    rotation) and calls transformers' CLIPProcessor; with transformers 4.29.1 (pinned in
+    MCR-PEFT/C-MCR requirements.txt) CLIPImageProcessor ran, in
+    src/transformers/image_processing_clip.py and image_transforms.py: convert_to_rgb
+    (PIL ``convert("RGB")``), resize the shortest side to ``size`` (long side
+    ``int(size * long / short)``) with PIL bicubic, centre crop at ``(h - crop) // 2``,
+    rescale 1/255, normalise with OpenAI's mean/std, channels first."""
+    with Image.open(path) as image:
+        image = image.convert("RGB")
+    width, height = image.size
+    short, long = min(width, height), max(width, height)
+    new_long = int(size * long / short)
+    new_w, new_h = (size, new_long) if width <= height else (new_long, size)
+    array = np.asarray(image.resize((new_w, new_h), Image.Resampling.BICUBIC))
+    top, left = (new_h - crop) // 2, (new_w - crop) // 2
+    array = array[top:top + crop, left:left + crop].astype(np.float64) / 255
+    array = (array - OPENAI_MEAN) / OPENAI_STD
+    return torch.from_numpy(array.transpose(2, 0, 1).astype(np.float32))
+
+
+def open_clip_pixels(path: Path, size: int = 32) -> torch.Tensor:
+    """open_clip's eval transform for a square 'shortest' resize, compactly
+    (mlfoundations/open_clip src/open_clip/transform.py ``image_transform``, v3.3.0):
+    torchvision Resize(size, bicubic) on the picture as it is (PIL resizes palette images
+    with nearest), CenterCrop (offsets ``round((h - crop) / 2)``), then ``convert("RGB")``,
+    ToTensor, Normalize with OpenAI's mean/std."""
+    with Image.open(path) as image:
+        image.load()
+        width, height = image.size
+        short, long = min(width, height), max(width, height)
+        new_long = int(size * long / short)
+        new_w, new_h = (size, new_long) if width <= height else (new_long, size)
+        image = image.resize((new_w, new_h), Image.Resampling.BICUBIC)
+    top, left = int(round((new_h - size) / 2)), int(round((new_w - size) / 2))
+    image = image.crop((left, top, left + size, top + size)).convert("RGB")
+    array = np.asarray(image).astype(np.float32) / 255
+    array = (array - np.float32(OPENAI_MEAN)) / np.float32(OPENAI_STD)
+    return torch.from_numpy(array.transpose(2, 0, 1).astype(np.float32))
+
+
+@pytest.mark.parametrize("weights", ["model.safetensors", "pytorch_model.bin"])
+def test_transformers_folder_matches_clipmodel(config_file, transformers_dir, parity_images,
+                                               tmp_path, weights):
+    """A transformers CLIP folder embeds as the authors' code does: the pixels equal the
+    reference preprocessing written from it, and the embeddings equal transformers'
+    CLIPModel.get_image_features / get_text_features (normalised) on the reference pixels
+    and the folder's tokenizer (padding=True, as the authors call it)."""
+    from transformers import AutoTokenizer, CLIPModel
+
+    folder = (transformers_dir if weights == "model.safetensors"
+              else _write_transformers_folder(tmp_path / "bin", weights))
+    space = build(config_file, pretrained=str(folder), exif_transpose=False)
+    assert space.weights.kind == "transformers" and space.quick_gelu is True
+    paths = [str(p) for p in parity_images.values()]
+    encoder = space.encoder("image")
+    for path in paths:
+        assert _max_diff(encoder.prepare(path), authors_pixels(Path(path))) < 1e-5, path
+
+    model = CLIPModel.from_pretrained(str(folder), local_files_only=True).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    texts = [*TEXTS, "A much longer caption that pads the others in its batch"]
+    with torch.no_grad():
+        image_out = model.get_image_features(
+            pixel_values=torch.stack([authors_pixels(Path(p)) for p in paths]))
+        text_out = model.get_text_features(**tokenizer(texts, padding=True,
+                                                       return_tensors="pt"))
+    pooled = [o if isinstance(o, torch.Tensor) else o.pooler_output
+              for o in (image_out, text_out)]
+    ours_image, ours_text = encoder.encode(paths), space.encoder("text").encode(texts)
+    assert _max_diff(ours_image, _rows(pooled[0])) < 1e-5
+    assert _max_diff(ours_text, _rows(pooled[1])) < 1e-5
+    assert float((ours_image * _rows(pooled[0])).sum(-1).min()) > 1 - 1e-6
+    # one text alone is the same row as in a padded batch
+    assert _max_diff(space.encoder("text").encode(texts[:1])[0], ours_text[0]) < 1e-5
+
+
+def test_transformers_folder_exif_and_checks(config_file, openai_config_file,
+                                             transformers_dir, parity_images, tmp_path):
+    """exif_transpose (default on) turns the sideways photo upright, which the authors'
+    pipeline does not; the fingerprints keep the two apart. Wrong folders are named."""
+    from PIL import ImageOps
+
+    upright = build(config_file, pretrained=str(transformers_dir))
+    plain = build(config_file, pretrained=str(transformers_dir), exif_transpose=False)
+    photo = parity_images["exif6.jpg"]
+    with Image.open(photo) as image:
+        turned = ImageOps.exif_transpose(image)
+    assert turned.size == (49, 40)
+    assert _max_diff(upright.encoder("image").prepare(str(photo)),
+                     upright.preprocess(turned)) < 1e-6
+    assert _max_diff(upright.encoder("image").prepare(str(photo)),
+                     authors_pixels(photo)) > 0.1
+    assert upright.encoder("image").fingerprint() != plain.encoder("image").fingerprint()
+    assert upright.encoder("text").fingerprint() == plain.encoder("text").fingerprint()
+    # the weights file named alone finds its folder
+    alone = build(config_file, pretrained=str(transformers_dir / "model.safetensors"))
+    assert alone.weights.kind == "transformers"
+    # another architecture in the folder, a missing tokenizer, mixed up weights
+    with pytest.raises(McrxError, match="not the mcrx-test-openai-vit architecture"):
+        build(openai_config_file, pretrained=str(transformers_dir))
+    broken = _write_transformers_folder(tmp_path / "broken")
+    (broken / "merges.txt").unlink()
+    with pytest.raises(McrxError, match="vocab.json \\+ merges.txt"):
+        build(config_file, pretrained=str(broken))
+    loose = tmp_path / "loose" / "weights.safetensors"
+    loose.parent.mkdir()
+    loose.write_bytes((transformers_dir / "model.safetensors").read_bytes())
+    with pytest.raises(McrxError, match="transformers CLIPModel weights; give the folder"):
+        build(config_file, pretrained=str(loose))
+
+
+def test_open_clip_preprocessing_parity(space, config_file, parity_images, tmp_path):
+    """open_clip-format weights: mcrx's pixels (exif_transpose off) equal open_clip's
+    transform written out from its source, for every kind of file; end to end the
+    embeddings equal the open_clip model on those pixels."""
+    path = _hub_folder(space, tmp_path / "hub", None, "open_clip_model.safetensors")
+    loaded = build(config_file, pretrained=str(path.parent), exif_transpose=False)
+    paths = [str(p) for p in parity_images.values()]
+    encoder = loaded.encoder("image")
+    for item in paths:
+        assert _max_diff(encoder.prepare(item), open_clip_pixels(Path(item))) < 1e-5, item
+    with torch.no_grad():
+        reference = _rows(space.model.encode_image(
+            torch.stack([open_clip_pixels(Path(p)) for p in paths])))
+    assert _max_diff(encoder.encode(paths), reference) < 1e-5
