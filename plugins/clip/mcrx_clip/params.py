@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from mcrx.device import check_device_name
+from mcrx.store.weights import weights_file
 
 #: suffixes of weight files open_clip reads (``.npz`` is big_vision's SigLIP format)
 WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz")
@@ -58,6 +59,8 @@ class ClipParams(BaseModel):
     pretrained: str | None = Field(
         None,
         validate_default=True,
+        # `mcrx validate` opens the file (or each file of the folder) before any work
+        json_schema_extra=weights_file(folder=True, torchscript=True),
         description="weights: OpenAI's TorchScript release file (ViT-B-32.pt); an open_clip "
         "weights file (.pt/.bin/.safetensors) or a folder holding one (open_clip Hub folders: "
         "open_clip_model.safetensors / open_clip_pytorch_model.bin beside "

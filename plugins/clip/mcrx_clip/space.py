@@ -27,7 +27,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from mcrx import Encoder, McrxError, Space, fingerprint_of
 from mcrx.device import default_batch_size, encoder_autocast, resolve_device, to_device
 from mcrx.store.inputs import open_image, read_inputs
-from mcrx.store.weights import load_weights
+from mcrx.store.weights import is_torchscript, load_weights
 from mcrx_clip import transformers_format
 from mcrx_clip.params import WEIGHT_SUFFIXES, ClipParams, looks_like_path
 
@@ -79,15 +79,6 @@ def _file_identity(path: Path) -> dict[str, Any]:
     return {"file": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def is_torchscript(path: Path) -> bool:
-    """OpenAI ships CLIP weights as TorchScript archives: zip files with compiled code,
-    unlike ``torch.save`` files, which hold only data."""
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(n.endswith("/constants.pkl") or "/code/" in n for n in archive.namelist())
-
-
 def checkpoint_keys(path: Path) -> set[str]:
     """The entry names of a weights file (not a TorchScript archive), read without loading
     the tensors where the format allows (safetensors headers, memory-mapped torch zips)."""
@@ -111,14 +102,16 @@ def checkpoint_keys(path: Path) -> set[str]:
 
 
 def _folder_weights(folder: Path) -> tuple[Path, dict[str, Any]]:
-    """The weights file of a release folder and its open_clip_config.json (or {})."""
-    config: dict[str, Any] = {}
+    """The weights file of an open_clip release folder and its open_clip_config.json."""
     config_path = folder / "open_clip_config.json"
-    if config_path.is_file():
-        try:
-            config = json.loads(config_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise McrxError(f"{config_path}: not valid JSON ({exc})") from None
+    if not config_path.is_file():  # what `mcrx validate` requires of a weights folder too
+        raise McrxError(f"{folder}: a weights folder holds open_clip_config.json (open_clip's "
+                        "layout) or config.json (transformers'); for a bare weights file, "
+                        "set `pretrained:` to the file itself")
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise McrxError(f"{config_path}: not valid JSON ({exc})") from None
     for name in FOLDER_WEIGHT_NAMES:
         if (folder / name).is_file():
             return folder / name, config

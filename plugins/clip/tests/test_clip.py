@@ -308,9 +308,10 @@ def test_weights_file_round_trip(space, config_file, image_files, tmp_path, suff
     for ours, theirs in zip(_outputs(loaded, image_files), _outputs(space, image_files),
                             strict=True):
         assert _max_diff(ours, theirs) < 1e-5
-    # the folder holding the file works too, and names the same weights
-    from_folder = build(config_file, pretrained=str(tmp_path), quick_gelu=False)
-    assert from_folder.fingerprint() == loaded.fingerprint() != space.fingerprint()
+    assert loaded.fingerprint() != space.fingerprint()
+    # a folder is a release folder, with its config: a bare file is named as a file
+    with pytest.raises(McrxError, match="open_clip_config.json .* or config.json"):
+        build(config_file, pretrained=str(tmp_path), quick_gelu=False)
 
 
 def test_release_folder_config_is_honoured(space, config_file, tmp_path):
@@ -759,3 +760,19 @@ def test_open_clip_preprocessing_parity(space, config_file, parity_images, tmp_p
         reference = _rows(space.model.encode_image(
             torch.stack([open_clip_pixels(Path(p)) for p in paths])))
     assert _max_diff(encoder.encode(paths), reference) < 1e-5
+
+
+def test_pretrained_is_checked_by_validate(openai_archive, transformers_dir, tmp_path):
+    """`pretrained` is marked as a weights field: `mcrx validate` opens OpenAI's
+    TorchScript archive and transformers / open_clip folders as such, and names a broken
+    file; a tag is left to open_clip."""
+    from mcrx.store.weights import weights_problems
+    from mcrx_clip.params import ClipParams
+
+    for good in (openai_archive, transformers_dir):
+        assert weights_problems(ClipParams(pretrained=str(good))) == []
+    assert weights_problems(ClipParams(pretrained="openai")) == []
+    broken = tmp_path / "ViT-B-32.pt"
+    broken.write_bytes(openai_archive.read_bytes()[:5000])
+    ((field, message),) = weights_problems(ClipParams(pretrained=str(broken)))
+    assert field == "pretrained" and str(broken) in message
