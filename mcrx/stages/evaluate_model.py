@@ -328,7 +328,11 @@ def score_zeroshot(run, model: UnifiedModel, evaluation: EvaluationSet,
         labels = vocabulary.codes[modality]
         results[modality] = zeroshot_metrics(rows, labels, prototypes, names)
         own = model.space_of(modality)
-        if own != space and PROMPT_MODALITY in model.manifest["spaces"][own]["modalities"]:
+        prompts = evaluation.prompts
+        embeddable = prompts is None or bool(prompts.dataset or prompts.inputs
+                                             or own in prompts.embeddings)
+        if (own != space and embeddable
+                and PROMPT_MODALITY in model.manifest["spaces"][own]["modalities"]):
             own_prompts = prompt_embeddings(run, own, evaluation, names, where)
             native = zeroshot_metrics(
                 data[modality].rows, labels,

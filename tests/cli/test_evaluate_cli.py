@@ -189,3 +189,183 @@ def test_text_labels_follow_the_order_of_classes(tmp_path):
     path.write_text("cat\n")
     with pytest.raises(McrxError, match="not in 'classes'"):
         labels_by_name(path, ["rain", "dog"], None, "evaluation.0.data.audio")
+
+
+# -- one vocabulary per set, end to end: .txt and .npy labels give the same figures ---------
+def _peers():
+    """The peers' definitions re-implemented in tests/metrics/test_peers.py."""
+    import importlib.util
+
+    path = Path(__file__).parents[1] / "metrics" / "test_peers.py"
+    spec = importlib.util.spec_from_file_location("mcrx_peer_definitions", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _evaluate(run: Path, tmp_path: Path, sets: list[dict], name: str = "ev"):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"evaluation": sets}))
+    result = CliRunner().invoke(app, ["evaluate", str(run / "model"), str(path), "--out",
+                                      str(tmp_path / name), "--json", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout[result.stdout.index("{"):])["models"]["run"], result.output
+
+
+def _toy_rows(model, space: str, modality: str, count: int, noise: float = 0.0, seed: int = 0):
+    dataset = get_registry().dataset("toy/world").build(params={"split": "eval", "count": count})
+    raw = dataset.items(modality)
+    raw = raw + noise * np.random.default_rng(seed).standard_normal(raw.shape)
+    rows = model.space(space).encoder(modality).encode(raw.astype(np.float32)).numpy()
+    return rows, dataset.labels(modality)
+
+
+def _save(tmp_path: Path, name: str, values) -> str:
+    path = tmp_path / name
+    if name.endswith(".npy"):
+        np.save(path, np.asarray(values))
+    else:
+        path.write_text("".join(f"{v}\n" for v in values))
+    return str(path)
+
+
+def test_items_across_files_wavcaps_layout_and_one_sided_ids(trained, tmp_path):
+    """WavCaps's layout (audio rows repeated per caption) gives WavCaps's figures; ids as
+    strings in .txt, integers in .txt (string order ≠ integer order) and integers in .npy
+    give the same figures; an audio id without captions is counted and named."""
+    peers = _peers()
+    general_items, wavcaps_a2t, wavcaps_t2a = peers.general_items, peers.wavcaps_a2t, (
+        peers.wavcaps_t2a)
+    _, run, _ = trained
+    model = mcrx.load(run / "model")
+    items, per = 30, 3
+    audio, _ = _toy_rows(model, "toy/clap", "audio", items)
+    captions = np.concatenate([_toy_rows(model, "toy/clip", "text", items, 0.6, s)[0]
+                               for s in range(per)])
+    captions = captions.reshape(per, items, -1).transpose(1, 0, 2).reshape(items * per, -1)
+    ids = np.repeat(np.arange(items), per)
+    np.save(tmp_path / "audio.npy", np.repeat(audio, per, axis=0))
+    np.save(tmp_path / "captions.npy", captions)
+    lonely = _toy_rows(model, "toy/clap", "audio", items + 1)[0][-1:]  # an audio, no caption
+    np.save(tmp_path / "audio-plus.npy", np.concatenate([np.repeat(audio, per, axis=0), lonely]))
+
+    def items_set(name, audio_file, audio_ids, caption_ids):
+        return {"name": name, "ground_truth": "items", "data": {
+            "audio": {"embeddings": {"toy/clap": str(tmp_path / audio_file)},
+                      "labels": audio_ids},
+            "text": {"embeddings": {"toy/clip": str(tmp_path / "captions.npy")},
+                     "labels": caption_ids}}}
+
+    names = [f"Y{i:03d}x" for i in ids]
+    sets = [items_set("npy", "audio.npy", _save(tmp_path, "a.npy", ids),
+                      _save(tmp_path, "c.npy", ids)),
+            items_set("strings", "audio-plus.npy", _save(tmp_path, "a.txt", names + ["Yzzz"]),
+                      _save(tmp_path, "c.txt", names)),
+            items_set("integers", "audio-plus.npy", _save(tmp_path, "ai.txt", [*ids, 999]),
+                      _save(tmp_path, "ci.npy", ids))]
+    metrics, output = _evaluate(run, tmp_path, sets)
+    retrieval = metrics["retrieval"]
+    a = model.project("toy/clap", "audio", np.repeat(audio, per, axis=0)).numpy()
+    t = model.project("toy/clip", "text", captions).numpy()
+    reference = {"text->audio": wavcaps_t2a(a, t, per), "audio->text": wavcaps_a2t(a, t, per)}
+    plus = np.concatenate([a[::per], model.project("toy/clap", "audio", lonely).numpy()])
+    plus_ids = np.arange(items + 1)  # the lonely audio is item 30: no caption has its id
+    with_lonely = {"text->audio": general_items(t, plus, ids, plus_ids),
+                   "audio->text": general_items(plus, t, plus_ids, ids)}
+    for pair, expected in reference.items():
+        for key in ("R@1", "R@5", "R@10", "mAP@10", "median_rank", "mean_rank"):
+            assert retrieval[f"npy/{pair}"][key] == pytest.approx(expected[key], abs=1e-6)
+            for name in ("strings", "integers"):
+                assert retrieval[f"{name}/{pair}"][key] == pytest.approx(
+                    with_lonely[pair][key], abs=1e-6)
+    assert retrieval["npy/text->audio"]["gallery"] == items  # one row per item
+    assert retrieval["strings/audio->text"]["queries_without_match"] == 1
+    assert metrics["vocabulary"]["strings"]["unmatched"] == {"audio": 1, "text": 0}
+    assert metrics["vocabulary"]["strings"]["unmatched_examples"] == {"audio": ["Yzzz"]}
+    assert metrics["vocabulary"]["integers"]["unmatched_examples"] == {"audio": [999]}
+    assert "Yzzz" in output and "appear in no other modality" in output
+    assert metrics["conventions"]["ties"].startswith("equal similarity")
+    # counted as misses (CLIP_benchmark): the lonely audio is one more query, a failure
+    sets[1]["unmatched_queries"] = "miss"
+    missed, _ = _evaluate(run, tmp_path, sets[1:2], "miss")
+    a2t = missed["retrieval"]["audio->text"]
+    assert a2t["n"] == items + 1 and a2t["queries_without_match"] == 1
+    assert a2t["R@1"] == pytest.approx(with_lonely["audio->text"]["R@1"] * items / (items + 1))
+
+
+def test_zeroshot_classes_order_rules_prompts_and_items(trained, tmp_path, monkeypatch):
+    """Class names out of alphabetical order, prompts and items labelled by name in .txt,
+    a class absent from the items: the figures of ULIP's top-k on the same rows, the same
+    as with integer labels in .npy, and with the dataset's own class names."""
+    from mcrx_toy.dataset import WorldDataset
+
+    ulip_topk = _peers().ulip_topk
+    _, run, _ = trained
+    model = mcrx.load(run / "model")
+    prompt_rows, prompt_labels = _toy_rows(model, "toy/clip", "text", 400)
+    items, item_labels = _toy_rows(model, "toy/clap", "audio", 120)
+    absent = item_labels[0]
+    keep = item_labels != absent  # one class has no item at all
+    items, item_labels = items[keep], item_labels[keep]
+    classes = int(max(prompt_labels.max(), item_labels.max())) + 1
+    assert set(np.unique(prompt_labels)) == set(range(classes))
+    names = [f"{chr(ord('z') - c)}-sound" for c in range(classes)]  # reverse sorted order
+    np.save(tmp_path / "prompts.npy", prompt_rows)
+    np.save(tmp_path / "items.npy", items)
+
+    def zeroshot_set(name, prompt_file, item_file, **extra):
+        return {"name": name, "task": "zeroshot", **extra,
+                "prompts": {"embeddings": {"toy/clip": str(tmp_path / "prompts.npy")},
+                            "labels": prompt_file},
+                "data": {"audio": {"embeddings": {"toy/clap": str(tmp_path / "items.npy")},
+                                   "labels": item_file}}}
+
+    by_name = (_save(tmp_path, "p.txt", [names[c] for c in prompt_labels]),
+               _save(tmp_path, "i.txt", [names[c] for c in item_labels]))
+    by_index = (_save(tmp_path, "p.npy", prompt_labels), _save(tmp_path, "i.npy", item_labels))
+    metrics, _ = _evaluate(run, tmp_path, [zeroshot_set("names", *by_name, classes=names),
+                                           zeroshot_set("indices", *by_index, classes=names)])
+    protos = model.project("toy/clip", "text", prompt_rows)
+    protos = np.stack([torch.nn.functional.normalize(
+        torch.nn.functional.normalize(protos[prompt_labels == c], dim=-1).mean(0), dim=0).numpy()
+        for c in range(classes)])
+    logits = model.project("toy/clap", "audio", items).numpy() @ protos.T
+    reference = ulip_topk(logits, [names[c] for c in item_labels], names, (1, 3, 5))
+    for name in ("names", "indices"):
+        mine = metrics["zeroshot"][f"{name}/audio"]
+        for k in (1, 3, 5):
+            assert mine[f"top{k}"] == pytest.approx(reference[f"top{k}"], abs=1e-6)
+        assert mine["per_class"] == pytest.approx(reference["per_class"], abs=1e-6)
+        assert mine["classes"] == names and names[absent] not in mine["per_class"]
+    # no 'classes:': a dataset that names its classes gives them
+    monkeypatch.setattr(WorldDataset, "classes", lambda self: names, raising=False)
+    shorthand = {"name": "dataset", "task": "zeroshot", "dataset": "toy/world",
+                 "params": {"split": "eval", "count": 120}, "modalities": ["audio"],
+                 "prompts": {"embeddings": {"toy/clip": str(tmp_path / "prompts.npy")},
+                             "labels": by_name[0]}}
+    from_dataset, _ = _evaluate(run, tmp_path, [shorthand], "dataset")
+    assert from_dataset["zeroshot"]["dataset/audio"]["classes"] == names
+
+
+def test_dataset_item_ids_are_the_items_ids(trained, tmp_path, monkeypatch):
+    from mcrx_toy.dataset import WorldDataset
+
+    _, run, _ = trained
+    model = mcrx.load(run / "model")
+    captions, _ = _toy_rows(model, "toy/clip", "text", 50)
+    np.save(tmp_path / "captions.npy", captions[::-1].copy())  # reversed order
+    ids = [f"clip-{i}" for i in range(50)]
+    monkeypatch.setattr(WorldDataset, "item_ids",
+                        lambda self, modality: np.asarray(ids[: self.params.count]),
+                        raising=False)
+    evaluation = {"name": "ids", "ground_truth": "items", "data": {
+        "audio": {"dataset": "toy/world", "params": {"split": "eval", "count": 50}},
+        "text": {"embeddings": {"toy/clip": str(tmp_path / "captions.npy")},
+                 "labels": _save(tmp_path, "ids.txt", ids[::-1])}}}
+    metrics, _ = _evaluate(run, tmp_path, [evaluation])
+    aligned, _ = _evaluate(run, tmp_path, [{"name": "pairs", "data": {
+        "audio": {"dataset": "toy/world", "params": {"split": "eval", "count": 50}},
+        "text": {"embeddings": {"toy/clip": str(tmp_path / "captions.npy")}}}}], "pairs")
+    t2a = metrics["retrieval"]["text->audio"]
+    assert t2a["queries_without_match"] == 0 and t2a["R@1"] > 0.3
+    assert aligned["retrieval"]["text->audio"]["R@1"] < t2a["R@1"]  # reversed: misaligned
