@@ -88,6 +88,20 @@ def evaluate(
     modelnet40_64, clap_esc50, clip_imagenet_80, name), or labelled
     `prompts:`; top-1/3/5, per-class accuracy, confusion matrix.
 
+    Labels: every modality's `labels:` file of a set (and the prompts')
+    is coded in one vocabulary: ids all integers compare as integers,
+    others as strings; `classes:` (else the dataset's own names) fixes
+    class k; an id or class one modality lacks is named and counted
+    (metrics.json `vocabulary`), never shifted. Rows of one modality with
+    the same id and the same embedding (WavCaps's repeated audio rows) are
+    one item.
+
+    Conventions (metrics.json `conventions`): a query with no relevant
+    item is skipped and counted (`queries_without_match`), or a miss with
+    `unmatched_queries: miss` (CLIP_benchmark); ties go to the earlier row
+    or class (torch.argmax's rule); chance levels are exact expectations of
+    a random ranking (R@k hypergeometric, AP Bestgen 2015, top-k k/C).
+
     Example, the authors' heads beside your own run on the same sets:
 
       mcrx evaluate models/exmcr runs/audio_3d/model eval.yaml --out runs/cmp
