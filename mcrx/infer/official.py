@@ -54,7 +54,9 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """A released head file: a plain state dict (possibly under ``state_dict`` or with a
     ``module.`` prefix), loaded without unpickling arbitrary objects."""
     path = Path(path)
-    loaded = load_weights(path)  # McrxError naming the file, with mcrx's own advice
+    # McrxError naming the file, with mcrx's own advice; a head file is a plain state dict,
+    # so not even the training-state allowlist (numpy scalars, Namespace) applies
+    loaded = load_weights(path, allowlist=False, trust_hint=None)
     if isinstance(loaded, dict) and "state_dict" in loaded:
         loaded = loaded["state_dict"]
     if not isinstance(loaded, dict):

@@ -170,8 +170,9 @@ def _damaged_zip(path: Path) -> McrxError | None:
         starts_as_zip = stream.read(4) == ZIP_SIGNATURE
     if not starts_as_zip or zipfile.is_zipfile(path):
         return None
-    return McrxError(f"{path}: a damaged or truncated zip archive (torch's format): its "
-                     "central directory is missing; download the file again")
+    return McrxError(f"{path}: not a readable PyTorch weights file (a damaged or truncated "
+                     "zip archive, torch's format: its central directory is missing); download "
+                     "the file again")
 
 
 def _globals_of_one_pickle(stream: Any) -> Iterator[str]:
@@ -221,13 +222,13 @@ def pickled_globals(path: str | Path) -> list[str]:
         return list(dict.fromkeys(_globals_of_one_pickle(stream)))
 
 
-def _refused(path: Path, extra: Iterable[str] = ()) -> list[str]:
+def _refused(path: Path, allowlist: bool = True) -> list[str]:
     """The globals of ``path`` that neither torch nor mcrx allows ([] when unreadable)."""
     try:
         found = pickled_globals(path)
     except Exception:
         return []
-    allowed = allowed_names() | set(extra)
+    allowed = allowed_names() if allowlist else _torch_allowed_names()
     return [name for name in found if name not in allowed]
 
 
@@ -258,7 +259,7 @@ def _is_refusal(exc: BaseException) -> bool:
 
 
 def unpickling_refused(path: str | Path, exc: BaseException,
-                       trust_hint: str | None = None) -> McrxError:
+                       trust_hint: str | None = None, allowlist: bool = True) -> McrxError:
     """mcrx's message for a file torch refused under ``weights_only=True``: the file and
     every global it holds that is not allowed, never torch's ``weights_only=False`` advice."""
     path = Path(path)
@@ -270,7 +271,7 @@ def unpickling_refused(path: str | Path, exc: BaseException,
         cause = next((line.strip() for line in after.splitlines() if line.strip()),
                      "not a pickle torch can read")
         return McrxError(f"{path}: not a readable PyTorch weights file ({cause})")
-    names = _refused(path) or [found or text.strip().splitlines()[0]]
+    names = _refused(path, allowlist) or [found or text.strip().splitlines()[0]]
     return _refusal(path, names, trust_hint)
 
 
@@ -281,18 +282,20 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
-def _load_torch(path: Path, mmap: bool, extra: list[Any], weights_only: bool) -> Any:
+def _load_torch(path: Path, mmap: bool, extra: list[Any], weights_only: bool,
+                allowlist: bool = True) -> Any:
     import torch
 
     with _LOAD_LOCK:
         if not weights_only:
             return torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
-        with torch.serialization.safe_globals([*safe_globals(), *extra]):
+        with torch.serialization.safe_globals([*(safe_globals() if allowlist else ()), *extra]):
             return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
 
 
 def load_weights(path: str | Path, *, mmap: bool = False, allowed: Iterable[Any] = (),
-                 trust: bool = False, trust_hint: str | None = TRUST_HINT) -> Any:
+                 trust: bool = False, trust_hint: str | None = TRUST_HINT,
+                 allowlist: bool = True) -> Any:
     """The content of a weights file, on the CPU; every failure an McrxError naming the file.
 
     torch files (zip or legacy format) are unpickled with ``weights_only=True`` and
@@ -301,8 +304,10 @@ def load_weights(path: str | Path, *, mmap: bool = False, allowed: Iterable[Any]
     dict of tensors. ``mmap`` maps a zip-format file's tensors instead of reading them (a
     legacy file is read). A file holding other globals is refused, naming them and
     ``trust_hint`` (what to set to trust the file), unless ``trust``: then it is unpickled
-    in full (which can run code from it) with a warning. A TorchScript archive is code, not
-    weights, and is refused here: the plugin that knows the format reads it."""
+    in full (which can run code from it) with a warning. ``allowlist=False`` reads plain
+    state dicts only (torch's own set: a file that is no training state has no reason to
+    hold anything else). A TorchScript archive is code, not weights, and is refused here:
+    the plugin that knows the format reads it."""
     path = Path(path)
     if not path.is_file():
         raise McrxError(f"weights file not found: {path}")
@@ -322,10 +327,10 @@ def load_weights(path: str | Path, *, mmap: bool = False, allowed: Iterable[Any]
                         "ViT-B-32.pt) reads it")
     mmap = mmap and zipfile.is_zipfile(path)  # torch maps zip-format files only
     try:
-        return _load_torch(path, mmap, list(allowed), weights_only=True)
+        return _load_torch(path, mmap, list(allowed), weights_only=True, allowlist=allowlist)
     except pickle.UnpicklingError as exc:
         if not trust or not _is_refusal(exc):
-            raise unpickling_refused(path, exc, trust_hint) from None
+            raise unpickling_refused(path, exc, trust_hint, allowlist) from None
         log.warning("%s holds Python objects other than tensors (%s); unpickling it in full "
                     "as trusted (this can run code from the file)", path,
                     ", ".join(_refused(path)) or "see torch's message")

@@ -230,3 +230,13 @@ def test_marked_fields_are_found_and_checked(tmp_path):
     assert "trust" not in problems["pretrained"]
     assert weights_problems(_Params(checkpoint=hostile, trust_it=True)) == []
     assert weights_problems(_Params(pretrained="laion2b_s34b_b79k")) == []  # a tag, not a path
+
+
+def test_plain_state_dict_readers_can_leave_the_allowlist_out(tmp_path):
+    """A released head file is a plain state dict: its reader refuses even a Namespace."""
+    path = tmp_path / "head.pt"
+    torch.save({"w": torch.ones(2), "args": argparse.Namespace(lr=1e-3)}, path)
+    assert load_weights(path)["args"].lr == 1e-3
+    with pytest.raises(McrxError, match=r"\(argparse\.Namespace\)") as caught:
+        load_weights(path, allowlist=False, trust_hint=None)
+    assert "trust" not in str(caught.value)
