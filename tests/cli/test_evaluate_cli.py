@@ -369,3 +369,47 @@ def test_dataset_item_ids_are_the_items_ids(trained, tmp_path, monkeypatch):
     t2a = metrics["retrieval"]["text->audio"]
     assert t2a["queries_without_match"] == 0 and t2a["R@1"] > 0.3
     assert aligned["retrieval"]["text->audio"]["R@1"] < t2a["R@1"]  # reversed: misaligned
+
+
+def test_class_labels_with_a_class_on_one_side_only(trained, tmp_path):
+    """ground_truth: labels with class names in .txt, one class among the audio only: the
+    other classes keep their meaning (CLIP_benchmark's recall, skip and miss), and the
+    lonely class is counted and named; integer .npy labels give the same figures."""
+    peers = _peers()
+    _, run, _ = trained
+    model = mcrx.load(run / "model")
+    audio, a_labels = _toy_rows(model, "toy/clap", "audio", 80)
+    image, i_labels = _toy_rows(model, "toy/clip", "image", 80)
+    lonely = a_labels[0]
+    image, i_labels = image[i_labels != lonely], i_labels[i_labels != lonely]
+    np.save(tmp_path / "audio.npy", audio)
+    np.save(tmp_path / "image.npy", image)
+
+    def labels_set(name, audio_labels, image_labels, **extra):
+        return {"name": name, "ground_truth": "labels", **extra, "data": {
+            "audio": {"embeddings": {"toy/clap": str(tmp_path / "audio.npy")},
+                      "labels": audio_labels},
+            "image": {"embeddings": {"toy/clip": str(tmp_path / "image.npy")},
+                      "labels": image_labels}}}
+
+    names = (_save(tmp_path, "a.txt", [f"class {c:02d}" for c in a_labels]),
+             _save(tmp_path, "i.txt", [f"class {c:02d}" for c in i_labels]))
+    ints = (_save(tmp_path, "a.npy", a_labels), _save(tmp_path, "i.npy", i_labels))
+    metrics, output = _evaluate(run, tmp_path, [
+        labels_set("names", *names), labels_set("ints", *ints),
+        labels_set("miss", *names, unmatched_queries="miss")])
+    a = model.project("toy/clap", "audio", audio).numpy()
+    i = model.project("toy/clip", "image", image).numpy()
+    scores, positive = a @ i.T, a_labels[:, None] == i_labels[None, :]
+    keep = positive.any(1)
+    for k in (1, 5, 10):
+        skip = peers.clip_benchmark_recall(scores[keep], positive[keep], k)
+        assert metrics["retrieval"]["names/audio->image"][f"R@{k}"] == pytest.approx(skip)
+        assert metrics["retrieval"]["ints/audio->image"][f"R@{k}"] == pytest.approx(skip)
+        assert metrics["retrieval"]["miss/audio->image"][f"R@{k}"] == pytest.approx(
+            peers.clip_benchmark_recall(scores, positive, k))
+    assert metrics["retrieval"]["names/audio->image"]["queries_without_match"] == int(
+        (~keep).sum())
+    assert metrics["vocabulary"]["names"]["unmatched_examples"] == {
+        "audio": [f"class {lonely:02d}"]}
+    assert f"class {lonely:02d}" in output
