@@ -549,16 +549,23 @@ def weights_fields(model: Any) -> list[WeightsField]:
     return marked
 
 
+def _looks_local(value: str) -> bool:
+    return (value.startswith(("/", "./", "../", "~", "\\"))
+            or Path(value).suffix.lower() in WEIGHT_SUFFIXES)
+
+
 def weights_problems(params: Any) -> list[tuple[str, str]]:
     """``(field, message)`` for every marked field of a validated params model whose file
-    does not open; fields left empty are skipped."""
+    does not open. Fields left empty are skipped, and so are values that are neither an
+    existing path nor look like one (``openai``, ``org/model``: tags and hub ids the plugin
+    resolves)."""
     problems = []
     for field in weights_fields(params):
         value = getattr(params, field.name, None)
         if value is None or value == "":
             continue
         path = Path(str(value)).expanduser()
-        if not path.exists() and field.folder and not str(value).startswith(("/", ".", "~")):
+        if not path.exists() and not _looks_local(str(value)):
             continue  # a hub id or a library tag, not a local path: the plugin resolves it
         trust = bool(getattr(params, field.trust, False)) if field.trust else False
         hint = f"set `{field.trust}: true` in these params" if field.trust else None

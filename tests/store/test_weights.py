@@ -240,3 +240,10 @@ def test_plain_state_dict_readers_can_leave_the_allowlist_out(tmp_path):
     with pytest.raises(McrxError, match=r"\(argparse\.Namespace\)") as caught:
         load_weights(path, allowlist=False, trust_hint=None)
     assert "trust" not in str(caught.value)
+
+
+def test_missing_marked_paths_are_reported_tags_are_not(tmp_path):
+    missing = tmp_path / "gone.pt"
+    problems = dict(weights_problems(_Params(checkpoint=missing, pretrained="./nowhere")))
+    assert "not found" in problems["checkpoint"] and "not found" in problems["pretrained"]
+    assert weights_problems(_Params(pretrained="timm/vit_base_patch16_clip_224.openai")) == []
