@@ -125,7 +125,7 @@ def set_class_names(run, evaluation: EvaluationSet, where: str) -> list[str] | N
     found = {}
     for source in sources:
         if source.dataset:
-            classes = _dataset(run, source).classes()
+            classes = getattr(_dataset(run, source), "classes", lambda: None)()
             if classes is not None:
                 found[source.dataset] = [str(c) for c in classes]
     if len({tuple(v) for v in found.values()}) > 1:
@@ -183,7 +183,8 @@ def set_vocabulary(run, evaluation: EvaluationSet, data: dict[str, Embeddings],
         source = evaluation.data[modality]
         if evaluation.task == "retrieval" and evaluation.ground_truth == "items":
             ids = rows.labels if source.labels is not None else (
-                _dataset(run, source).item_ids(modality) if source.dataset else None)
+                getattr(_dataset(run, source), "item_ids", lambda m: None)(modality)
+                if source.dataset else None)
             if ids is not None and source.labels is None and source.limit:
                 ids = np.asarray(ids)[: source.limit]
             ids = np.arange(len(rows.rows)) if ids is None else np.asarray(ids)
