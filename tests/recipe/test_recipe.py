@@ -43,7 +43,7 @@ def test_every_shipped_recipe_is_valid(path):
         assert errors, "real recipes refer to files that are not in the repository"
         for location, message in errors:
             assert location.endswith((".checkpoint", ".pretrained", ".tokenizer", ".inputs",
-                                      ".labels", ".classes")), location
+                                      ".labels", ".classes", ".root")), location
             assert "not found" in message, message
 
 
