@@ -128,19 +128,34 @@ def safe_globals() -> tuple[tuple[Any, str], ...]:
     return tuple(dict.fromkeys(resolved))
 
 
+#: torch's weights-only defaults outside the ``torch.`` namespace (the fallback of
+#: :func:`_torch_allowed_names`)
+_TORCH_PLAIN = frozenset({"collections.OrderedDict", "collections.Counter", "builtins.set",
+                          "builtins.bytearray", "builtins.complex", "_codecs.encode"})
+
+
+@lru_cache(maxsize=1)
 def _torch_allowed_names() -> frozenset[str]:
-    """The globals torch's weights-only unpickler allows by default."""
+    """The globals torch's weights-only unpickler allows by default (read from torch, whose
+    helper is private: should it move, the plain ones above and every ``torch.`` name).
+    Used to name what a file holds; torch's own unpickler still decides what loads."""
     try:
         from torch._weights_only_unpickler import _get_allowed_globals
 
         return frozenset(_get_allowed_globals())
-    except Exception:  # a private helper: if it moves, fall back to torch's own names
-        return frozenset()
+    except Exception:
+        return _TORCH_PLAIN
 
 
-def allowed_names() -> frozenset[str]:
-    """Every global name a weights file may hold: torch's default set and :data:`ALLOWLIST`."""
-    return _torch_allowed_names() | {name for name, _ in ALLOWLIST}
+def _torch_allows(name: str) -> bool:
+    names = _torch_allowed_names()
+    return name in names or (names is _TORCH_PLAIN and name.startswith("torch."))
+
+
+def is_allowed(name: str, allowlist: bool = True) -> bool:
+    """Whether a weights file may name the global ``name`` (``module.qualname``): torch's
+    default set, and :data:`ALLOWLIST` unless ``allowlist`` is false."""
+    return _torch_allows(name) or (allowlist and name in {n for n, _ in ALLOWLIST})
 
 
 # ---------------------------------------------------------------------------------------
@@ -222,14 +237,16 @@ def pickled_globals(path: str | Path) -> list[str]:
         return list(dict.fromkeys(_globals_of_one_pickle(stream)))
 
 
-def _refused(path: Path, allowlist: bool = True) -> list[str]:
-    """The globals of ``path`` that neither torch nor mcrx allows ([] when unreadable)."""
+def _refused(path: Path, allowlist: bool = True, extra: Iterable[Any] = ()) -> list[str]:
+    """The globals of ``path`` that neither torch nor mcrx (nor ``extra``, objects or
+    ``(object, name)`` pairs) allows; [] when the file cannot be read so."""
     try:
         found = pickled_globals(path)
     except Exception:
         return []
-    allowed = allowed_names() if allowlist else _torch_allowed_names()
-    return [name for name in found if name not in allowed]
+    names = {e[1] if isinstance(e, tuple) else f"{e.__module__}.{e.__qualname__}"
+             for e in extra}
+    return [name for name in found if not is_allowed(name, allowlist) and name not in names]
 
 
 def _global_in_torch_message(text: str) -> str | None:
@@ -239,15 +256,17 @@ def _global_in_torch_message(text: str) -> str | None:
     return None
 
 
-def _refusal(path: Path, names: list[str], trust_hint: str | None) -> McrxError:
+def _refusal(path: Path, names: list[str], trust_hint: str | None,
+             allowlist: bool = True) -> McrxError:
     trust = (f"If you trust this file (it came from where you think), {trust_hint}; "
              "otherwise re-save" if trust_hint else "Re-save")
+    reads = ("tensors and plain containers" if not allowlist else
+             "tensors, plain containers, numpy scalars and dtypes and argparse.Namespace")
     return McrxError(
         f"{path}: holds Python objects other than tensors ({', '.join(names)}); refused to "
         "unpickle them, as that could run code from the file (mcrx reads weights with "
-        "weights_only=True plus numpy scalars, dtypes and argparse.Namespace only). "
-        f"{trust} the weights as a plain state dict (torch.save(model.state_dict(), path)) "
-        "or as .safetensors")
+        f"weights_only=True: {reads} only). {trust} the weights as a plain state dict "
+        "(torch.save(model.state_dict(), path)) or as .safetensors")
 
 
 def _is_refusal(exc: BaseException) -> bool:
@@ -258,8 +277,8 @@ def _is_refusal(exc: BaseException) -> bool:
             or "Can only" in text)
 
 
-def unpickling_refused(path: str | Path, exc: BaseException,
-                       trust_hint: str | None = None, allowlist: bool = True) -> McrxError:
+def unpickling_refused(path: str | Path, exc: BaseException, trust_hint: str | None = None,
+                       allowlist: bool = True, allowed: Iterable[Any] = ()) -> McrxError:
     """mcrx's message for a file torch refused under ``weights_only=True``: the file and
     every global it holds that is not allowed, never torch's ``weights_only=False`` advice."""
     path = Path(path)
@@ -271,8 +290,8 @@ def unpickling_refused(path: str | Path, exc: BaseException,
         cause = next((line.strip() for line in after.splitlines() if line.strip()),
                      "not a pickle torch can read")
         return McrxError(f"{path}: not a readable PyTorch weights file ({cause})")
-    names = _refused(path, allowlist) or [found or text.strip().splitlines()[0]]
-    return _refusal(path, names, trust_hint)
+    names = _refused(path, allowlist, allowed) or [found or text.strip().splitlines()[0]]
+    return _refusal(path, names, trust_hint, allowlist)
 
 
 # ---------------------------------------------------------------------------------------
@@ -326,14 +345,15 @@ def load_weights(path: str | Path, *, mmap: bool = False, allowed: Iterable[Any]
                         "only a plugin that knows the release (e.g. clip for OpenAI's "
                         "ViT-B-32.pt) reads it")
     mmap = mmap and zipfile.is_zipfile(path)  # torch maps zip-format files only
+    allowed = list(allowed)
     try:
-        return _load_torch(path, mmap, list(allowed), weights_only=True, allowlist=allowlist)
+        return _load_torch(path, mmap, allowed, weights_only=True, allowlist=allowlist)
     except pickle.UnpicklingError as exc:
         if not trust or not _is_refusal(exc):
-            raise unpickling_refused(path, exc, trust_hint, allowlist) from None
+            raise unpickling_refused(path, exc, trust_hint, allowlist, allowed) from None
         log.warning("%s holds Python objects other than tensors (%s); unpickling it in full "
                     "as trusted (this can run code from the file)", path,
-                    ", ".join(_refused(path)) or "see torch's message")
+                    ", ".join(_refused(path, allowlist, allowed)) or "see torch's message")
     except Exception as exc:  # truncated zip, not a torch file at all, ...
         raise McrxError(f"{path}: not a readable PyTorch weights file "
                         f"({_first_line(exc)})") from None
@@ -417,7 +437,7 @@ def _check_legacy(path: Path, trust: bool, trust_hint: str | None) -> str:
         except Exception as exc:  # not a pickle, another pickle, truncated
             raise McrxError(f"{path}: not a readable PyTorch weights file (neither torch's zip "
                             f"format nor its legacy pickles: {_first_line(exc)})") from None
-    refused = [name for name in found if name not in allowed_names()]
+    refused = [name for name in found if not is_allowed(name)]
     if refused and not trust:
         raise _refusal(path, refused, trust_hint)
     return "a PyTorch file in the legacy format"
