@@ -313,7 +313,7 @@ def _load_torch(path: Path, mmap: bool, extra: list[Any], weights_only: bool,
 
 
 def load_weights(path: str | Path, *, mmap: bool = False, allowed: Iterable[Any] = (),
-                 trust: bool = False, trust_hint: str | None = TRUST_HINT,
+                 trust: bool = False, trust_hint: str | None = None,
                  allowlist: bool = True) -> Any:
     """The content of a weights file, on the CPU; every failure an McrxError naming the file.
 
@@ -322,7 +322,8 @@ def load_weights(path: str | Path, *, mmap: bool = False, allowed: Iterable[Any]
     pairs, one caller knows a release pickles); ``.safetensors`` and ``.npz`` files give a
     dict of tensors. ``mmap`` maps a zip-format file's tensors instead of reading them (a
     legacy file is read). A file holding other globals is refused, naming them and
-    ``trust_hint`` (what to set to trust the file), unless ``trust``: then it is unpickled
+    ``trust_hint`` (what to set to trust the file, e.g. :data:`TRUST_HINT` where the params
+    offer ``trust_checkpoint``; None: no such option), unless ``trust``: then it is unpickled
     in full (which can run code from it) with a warning. ``allowlist=False`` reads plain
     state dicts only (torch's own set: a file that is no training state has no reason to
     hold anything else). A TorchScript archive is code, not weights, and is refused here:
@@ -461,7 +462,7 @@ def _check_torch_zip(path: Path, trust: bool, trust_hint: str | None) -> str:
 
 
 def check_weights_file(path: str | Path, *, trust: bool = False, folder: bool = False,
-                       torchscript: bool = False, trust_hint: str | None = TRUST_HINT) -> str:
+                       torchscript: bool = False, trust_hint: str | None = None) -> str:
     """Open a weights file's structure without reading its tensor data; a short description
     of what it is, or McrxError with what is wrong.
 

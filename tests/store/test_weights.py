@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 from mcrx import McrxError
 from mcrx.store.weights import (
     ALLOWLIST,
+    TRUST_HINT,
     check_weights_file,
     is_torchscript,
     load_weights,
@@ -113,7 +114,8 @@ def test_code_is_refused_naming_file_and_global_and_never_runs(tmp_path, payload
     torch.save({**training_state(), "hook": payload(marker)}, path,
                _use_new_zipfile_serialization=zip_format)
     name = f"{os.system.__module__}.system" if payload is _System else "builtins.eval"
-    for attempt in (lambda: load_weights(path), lambda: check_weights_file(path)):
+    for attempt in (lambda: load_weights(path, trust_hint=TRUST_HINT),
+                    lambda: check_weights_file(path, trust_hint=TRUST_HINT)):
         with pytest.raises(McrxError) as caught:
             attempt()
         message = str(caught.value)
@@ -122,6 +124,9 @@ def test_code_is_refused_naming_file_and_global_and_never_runs(tmp_path, payload
     assert not marker.exists()
     with pytest.raises(McrxError, match="set `x_trust: true`"):
         load_weights(path, trust_hint="set `x_trust: true`")
+    with pytest.raises(McrxError) as caught:  # a reader without a trust option offers none
+        load_weights(path)
+    assert "trust" not in str(caught.value) and "Re-save the weights" in str(caught.value)
     # a structural check of a trusted file reads opcodes only: nothing runs
     assert check_weights_file(path, trust=True)
     assert not marker.exists()

@@ -25,7 +25,7 @@ from transformers import RobertaConfig, RobertaModel, RobertaTokenizer
 from mcrx import Encoder, McrxError, Space, fingerprint_of
 from mcrx.device import default_batch_size, encoder_autocast, resolve_device, to_device
 from mcrx.store.inputs import read_inputs
-from mcrx.store.weights import load_weights
+from mcrx.store.weights import TRUST_HINT, load_weights
 from mcrx_clap._laion import (
     clap_model,
     clap_module,
@@ -126,7 +126,7 @@ def read_checkpoint(path: Path, trust: bool = False) -> dict[str, torch.Tensor]:
     through :func:`mcrx.store.weights.load_weights`, whose allowlist covers numpy scalars,
     so no code from the file can run; a file with other objects is refused unless
     ``trust`` (``trust_checkpoint: true``)."""
-    content = load_weights(path, mmap=True, trust=trust)  # maps tensors; copied on load
+    content = load_weights(path, mmap=True, trust=trust, trust_hint=TRUST_HINT)  # maps tensors
     state = content.get("state_dict", content) if isinstance(content, dict) else None
     if not isinstance(state, dict) or not state:
         raise McrxError(f"{path}: holds no state dict (expected a LAION-AI/CLAP checkpoint)")

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from mcrx import McrxError
-from mcrx.store.weights import load_weights
+from mcrx.store.weights import TRUST_HINT, load_weights
 from mcrx_ulip.pointbert import PointBERT, PointBertConfig
 from mcrx_ulip.text import TextConfig, TextTransformer
 
@@ -170,7 +170,7 @@ def read_checkpoint(path: str | Path, trust: bool = False) -> dict[str, torch.Te
     nothing from the file runs. Any other object is refused unless ``trust``
     (``trust_checkpoint: true``)."""
     path = Path(path)
-    checkpoint = load_weights(path, trust=trust)  # read, not mapped: the model keeps them
+    checkpoint = load_weights(path, trust=trust, trust_hint=TRUST_HINT)  # read, not mapped
     state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
     if not isinstance(state, Mapping):
         keys = sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__
