@@ -59,7 +59,7 @@ browser:
 	  || echo "could not install chromium: the browser test will be skipped"
 
 test: $(STAMP) browser
-	$(VENV)/bin/ruff check mcrx tests plugins benchmarks
+	$(VENV)/bin/ruff check mcrx tests plugins benchmarks scripts
 	$(PY) -m pytest -q -rs
 
 benchmarks: $(STAMP)

@@ -23,6 +23,7 @@ layout over the projection heads only.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 
@@ -97,3 +98,35 @@ def write_release_checkpoint(path: str | Path, *, amodel: str = "HTSAT-tiny",
     torch.save({"epoch": epoch, "name": name, "state_dict": state,
                 "optimizer": optimizer_state}, path)
     return model.eval()
+
+
+def _byte_symbols() -> list[str]:
+    """The 256 printable stand-ins of byte-level BPE (GPT-2/roberta): printable Latin-1
+    bytes stand for themselves, the others map to code points from 256 on."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+                 *range(ord("®"), ord("ÿ") + 1)]
+    shifted = iter(range(256, 512))
+    return [chr(b) if b in printable else chr(next(shifted)) for b in range(256)]
+
+
+def write_roberta_tokenizer(folder: str | Path) -> Path:
+    """A tokenizer folder in roberta-base's format (what ``tokenizer:`` names; the real files
+    cannot be had offline): vocab.json + merges.txt with <s>=0 <pad>=1 </s>=2 <unk>=3, the
+    byte symbols, pair merges up to 50,264 entries, <mask> last (50,265 in all)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    symbols = _byte_symbols()
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
+    for symbol in symbols:
+        vocab[symbol] = len(vocab)
+    merges = []
+    for first in symbols:
+        for second in symbols:
+            if len(vocab) == 50264:
+                break
+            vocab[first + second] = len(vocab)
+            merges.append(f"{first} {second}")
+    vocab["<mask>"] = len(vocab)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    return folder
