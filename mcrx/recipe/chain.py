@@ -121,7 +121,8 @@ def resolve_chain(recipe: Recipe, registry: Registry) -> Chain:
         recipe=recipe,
         method=method,
         links=resolve_links(recipe, registry),
-        connector_name=connector.name if connector else method.rules.connector,
+        connector_name=connector.name if connector and connector.name else
+        method.rules.connector,
         connector_params=connector.params if connector else {},
         loss_name=recipe.training.loss or method.rules.loss,
     )

@@ -303,7 +303,8 @@ def check_recipe(
         rules = None
     if rules is not None:
         connector = recipe.training.connector
-        for name, full in (("connector", connector.name if connector else rules.connector),
+        for name, full in (("connector", connector.name if connector and connector.name
+                            else rules.connector),
                            ("loss", recipe.training.loss or rules.loss)):
             try:
                 component = registry.get(name, full)

@@ -197,6 +197,14 @@ class ComponentRef(StrictModel):
     params: dict[str, Any] = Field(default_factory=dict, description="the component's params")
 
 
+class ConnectorRef(ComponentRef):
+    """``training.connector``: without ``name`` the method's own connector, so that
+    ``--set training.connector.params.hidden_dim=128`` changes one param and keeps the rest."""
+
+    name: ComponentName | None = Field(  # type: ignore[assignment]
+        None, description="registered name (default: the method's, e.g. 'mcrx/ex-mcr')")
+
+
 #: the experiment trackers Accelerate supports (``training.log_with``)
 Tracker = Literal["tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive"]
 
@@ -219,7 +227,7 @@ class Training(StrictModel):
     schedule: Literal["cosine", "constant"] = Field("cosine", description="learning-rate decay")
     batch_size: int = Field(4096, gt=1, le=MAX_BATCH, description="pseudo pairs per step")
     epochs: int = Field(36, gt=0, le=MAX_EPOCHS, description="passes over the pseudo pairs")
-    connector: ComponentRef | None = Field(
+    connector: ConnectorRef | None = Field(
         None, description="connector (default: mcrx/ex-mcr or mcrx/c-mcr, after 'method')"
     )
     loss: ComponentName | None = Field(None, description="loss (default: after 'method')")

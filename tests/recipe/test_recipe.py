@@ -188,3 +188,19 @@ def test_demo_chain_attaches_tactile_two_hops_from_the_base():
     assert recipe.parent_of(next(leaf for leaf in recipe.leaves
                                  if leaf.space == "toy/clap")) == recipe.base.space
     assert "tactile" in recipe.evaluation[0].modalities
+
+
+def test_one_connector_param_is_set_and_the_method_default_kept():
+    """README: ``--set training.connector.params.hidden_dim=128`` on a recipe that names no
+    connector changes that param of the method's own connector."""
+    from mcrx.recipe.chain import resolve_chain
+
+    registry = get_registry()
+    raw = apply_overrides(demo_raw(), ["training.connector.params.hidden_dim=128"])
+    recipe = parse_recipe(raw, "demo.yaml")
+    assert check_recipe(recipe, registry, check_files=False) == []
+    chain = resolve_chain(recipe, registry)
+    assert (chain.connector_name, chain.connector_params) == ("mcrx/ex-mcr", {"hidden_dim": 128})
+    raw = apply_overrides(demo_raw(), ["training.connector.params.hidden_dim=-1"])
+    errors = dict(check_recipe(parse_recipe(raw, "demo.yaml"), registry, check_files=False))
+    assert "training.connector.params.hidden_dim" in errors
