@@ -31,15 +31,17 @@ interrupted run resumes where it stopped.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
@@ -48,10 +50,13 @@ from mcrx.methods.faiss_support import import_faiss, ivf_lists
 from mcrx.search.files import (
     FileStat,
     content_hash,
+    display_path,
     encoder_item,
     expand_inputs,
+    fd_sha256,
     looks_like_path,
     modality_of_suffix,
+    open_no_follow,
 )
 from mcrx.search.fingerprint import model_fingerprint
 from mcrx.search.index import build_index, index_kind
@@ -80,7 +85,9 @@ CREATE TABLE IF NOT EXISTS items (
     mtime_ns INTEGER NOT NULL,
     sha256 TEXT NOT NULL,
     indexed_at REAL NOT NULL,
-    vector BLOB NOT NULL                   -- float32 × dim, L2-normalised
+    vector BLOB NOT NULL,                  -- float32 × dim, L2-normalised
+    dev INTEGER,                           -- st_dev and st_ino when indexed (NULL in
+    ino INTEGER                            -- collections written before they were kept)
 );
 CREATE INDEX IF NOT EXISTS items_modality ON items (modality);
 CREATE INDEX IF NOT EXISTS items_sha256 ON items (modality, sha256);
@@ -88,6 +95,10 @@ CREATE INDEX IF NOT EXISTS items_sha256 ON items (modality, sha256);
 -- valid for exactly one version
 CREATE TABLE IF NOT EXISTS versions (modality TEXT PRIMARY KEY, version INTEGER NOT NULL);
 """
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
 def _slug(name: str) -> str:
@@ -173,6 +184,7 @@ class Collection:
         self._db.execute("PRAGMA journal_mode=WAL")  # readers (a server) never block a writer
         self._db.execute("PRAGMA busy_timeout=30000")
         self._db.executescript(_SCHEMA)
+        self._migrate()
         meta = self._meta()
         if int(meta.get("format_version", 0)) > FORMAT_VERSION:
             raise McrxError(f"{self.path} was written by a newer mcrx (format "
@@ -218,6 +230,18 @@ class Collection:
                 db.commit()
             finally:
                 db.close()
+
+    def _migrate(self) -> None:
+        """Add the columns of later formats to an older collection's ``items`` (SQLite
+        ``ALTER TABLE ... ADD COLUMN``: existing rows get NULL, which readers tolerate)."""
+        with self._lock:
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(items)")}
+            for name in ("dev", "ino"):
+                if name not in columns:
+                    # another process may add it at the same time; a read-only disk cannot:
+                    # both leave the rows as they were, and readers compare what they have
+                    with contextlib.suppress(sqlite3.OperationalError):
+                        self._db.execute(f"ALTER TABLE items ADD COLUMN {name} INTEGER")
 
     def _meta(self) -> dict[str, str]:
         return dict(self._db.execute("SELECT key, value FROM meta").fetchall())
@@ -367,13 +391,15 @@ class Collection:
 
         targets = expand_inputs(inputs, modality, model_modalities, encoder_for)
         with self._writer_lock(), progress(disable=not show_progress) as bar:
+            self._add_roots([str(Path(raw).expanduser().resolve()) for raw in inputs])
             with self._lock:
                 known = {row[1]: row for row in self._db.execute(
-                    "SELECT id, path, modality, size, mtime_ns, sha256 FROM items")}
+                    "SELECT id, path, modality, size, mtime_ns, sha256, dev FROM items")}
             # 1. decide per file, reading only those whose stat changed
             checking = bar.add_task("checking files", total=len(targets), rate="")
             pending: list[tuple[Path, str, FileStat, str, int | None]] = []
             refreshed: list[tuple[int, FileStat]] = []
+            filled: list[tuple[int, FileStat]] = []
             reuse: list[tuple[Path, str, FileStat, str, int | None, bytes]] = []
             for path, file_modality in targets:
                 bar.advance(checking)
@@ -383,6 +409,8 @@ class Collection:
                     same_modality = row is not None and row[2] == file_modality
                     if same_modality and (row[3], row[4]) == (stat.size, stat.mtime_ns):
                         report.unchanged += 1
+                        if row[6] is None:  # a row of an older format: record dev/ino
+                            filled.append((row[0], stat))
                         continue
                     sha = content_hash(path)
                 except OSError as exc:
@@ -402,9 +430,10 @@ class Collection:
 
             # 2. rows that need no embedding, in one transaction
             with self._transaction() as db:
-                for item_id, stat in refreshed:
-                    db.execute("UPDATE items SET size = ?, mtime_ns = ? WHERE id = ?",
-                               (stat.size, stat.mtime_ns, item_id))
+                for item_id, stat in refreshed + filled:
+                    db.execute("UPDATE items SET size = ?, mtime_ns = ?, dev = ?, ino = ? "
+                               "WHERE id = ?",
+                               (stat.size, stat.mtime_ns, stat.dev, stat.ino, item_id))
                 for path, file_modality, stat, sha, item_id, vector in reuse:
                     self._upsert(db, path, file_modality, stat, sha, item_id, vector)
                     report.reused += 1
@@ -482,14 +511,15 @@ class Collection:
     @staticmethod
     def _upsert(db: sqlite3.Connection, path: Path, modality: str, stat: FileStat, sha: str,
                 item_id: int | None, vector: bytes) -> None:
-        values = (str(path), modality, stat.size, stat.mtime_ns, sha, time.time(), vector)
+        values = (str(path), modality, stat.size, stat.mtime_ns, sha, time.time(), vector,
+                  stat.dev, stat.ino)
         if item_id is None:
             db.execute("INSERT INTO items (path, modality, size, mtime_ns, sha256, indexed_at,"
-                       " vector) VALUES (?, ?, ?, ?, ?, ?, ?)", values)
+                       " vector, dev, ino) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", values)
         else:  # a changed file keeps its id: "#12" still means the same file
             db.execute("UPDATE items SET path = ?, modality = ?, size = ?, mtime_ns = ?, "
-                       "sha256 = ?, indexed_at = ?, vector = ? WHERE id = ?",
-                       (*values, item_id))
+                       "sha256 = ?, indexed_at = ?, vector = ?, dev = ?, ino = ? "
+                       "WHERE id = ?", (*values, item_id))
 
     @staticmethod
     def _bump(db: sqlite3.Connection, modalities: set[str]) -> None:
@@ -755,6 +785,68 @@ class Collection:
         except (OSError, RuntimeError):
             return False
         return self.item_by_path(resolved) is not None
+
+    def open_indexed_file(self, item_id: int) -> BinaryIO:
+        """The file of item ``item_id``, open for reading in binary, when it is still the
+        file that was indexed; McrxError otherwise ("not found", "outside the collection",
+        "changed since it was indexed").
+
+        The path is opened one component at a time with ``O_NOFOLLOW`` (a symbolic link
+        swapped in anywhere on it is refused), must lie inside the roots the collection
+        recorded at index time, and must be the same regular file: ``st_dev``, ``st_ino``,
+        size and mtime as recorded (rows of older collections: what they recorded); when
+        those differ, the content hash decides."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT path, size, mtime_ns, sha256, dev, ino FROM items WHERE id = ?",
+                (int(item_id),)).fetchone()
+        if row is None:
+            raise McrxError(f"collection {self.path} has no item #{item_id}: not found")
+        path, size, mtime_ns, sha, dev, ino = row
+        path = os.fsdecode(path) if isinstance(path, bytes) else path
+        shown = display_path(path)
+        roots = self.roots
+        if roots and not any(_inside(path, root) for root in roots):
+            raise McrxError(f"{shown}: outside the collection {self.path} (its roots: "
+                            f"{', '.join(display_path(r) for r in roots)})")
+        try:
+            fd = open_no_follow(path)
+        except FileNotFoundError:
+            raise McrxError(f"{shown}: not found (item #{item_id} of {self.path})") from None
+        except OSError as exc:  # ELOOP, ENOTDIR: a link on the way; EACCES, ...
+            raise McrxError(f"{shown}: changed since it was indexed, or cannot be opened "
+                            f"({exc.strerror or exc})") from None
+        try:
+            found = os.fstat(fd)
+            same = stat.S_ISREG(found.st_mode) and found.st_size == size
+            if same and (found.st_mtime_ns != mtime_ns
+                         or (dev is not None and (found.st_dev, found.st_ino) != (dev, ino))):
+                same = bool(sha) and fd_sha256(fd) == sha
+            if not same:
+                raise McrxError(f"{shown}: changed since it was indexed into {self.path} "
+                                "(re-index it)")
+            return os.fdopen(fd, "rb")
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _add_roots(self, roots: Sequence[str]) -> None:
+        known = self.roots
+        new = [root for root in roots if root not in known]
+        if new:
+            self._set_meta(roots=json.dumps(known + new))
+
+    @property
+    def roots(self) -> list[str]:
+        """The real paths indexed (folders and files) that items must lie inside; empty for
+        collections written before roots were recorded."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'roots'").fetchone()
+        try:
+            roots = json.loads(row[0]) if row else []
+        except ValueError:
+            return []
+        return [r for r in roots if isinstance(r, str)] if isinstance(roots, list) else []
 
     def close(self) -> None:
         with self._lock:

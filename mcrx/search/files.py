@@ -8,7 +8,10 @@ modality (raw vectors of the toy world, point clouds of ULIP), so it needs ``--m
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
+import stat as stat_module
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,16 +74,82 @@ def encoder_item(path: str | Path, modality: str) -> Any:
 
 @dataclass(frozen=True)
 class FileStat:
-    """What a cheap ``stat`` says about a file: when it matches the stored one, the file is
-    taken as unchanged without reading it."""
+    """What a cheap ``stat`` says about a file: when size and mtime match the stored ones,
+    the file is taken as unchanged without reading it; ``dev``/``ino`` (POSIX ``st_dev``,
+    ``st_ino``) tell the same file from another one put at its path."""
 
     size: int
     mtime_ns: int
+    dev: int | None = None
+    ino: int | None = None
 
     @classmethod
     def of(cls, path: str | Path) -> FileStat:
-        stat = os.stat(path)
-        return cls(stat.st_size, stat.st_mtime_ns)
+        return cls.from_stat(os.stat(path))
+
+    @classmethod
+    def from_stat(cls, stat: os.stat_result) -> FileStat:
+        return cls(stat.st_size, stat.st_mtime_ns, stat.st_dev, stat.st_ino)
+
+
+def is_regular_file(path: str | Path) -> bool:
+    """Whether ``path`` itself (not a link's target: ``lstat``) is a regular file; a folder,
+    a FIFO, a device or a symbolic link is not (POSIX ``S_ISREG``)."""
+    try:
+        return stat_module.S_ISREG(os.lstat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+def open_no_follow(path: str) -> int:
+    """A read-only descriptor of the absolute ``path``, opened one component at a time with
+    ``O_NOFOLLOW`` (POSIX ``openat``): a symbolic link anywhere on the way raises OSError
+    (``ELOOP``, or ``ENOTDIR`` for a link to a folder), so a link swapped in after indexing
+    cannot redirect the read."""
+    if not os.path.isabs(path):
+        raise OSError(errno.EINVAL, "not an absolute path", path)
+    parts = [part for part in path.split(os.sep) if part]
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    directory = os.open(os.sep, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        for part in parts[:-1]:
+            if part in (".", ".."):
+                raise OSError(errno.EINVAL, "not a normalised path", path)
+            following = os.open(part, flags | getattr(os, "O_DIRECTORY", 0), dir_fd=directory)
+            os.close(directory)
+            directory = following
+        # O_NONBLOCK: a FIFO put at the path must not block the open (POSIX open())
+        return os.open(parts[-1], flags | getattr(os, "O_NONBLOCK", 0), dir_fd=directory)
+    finally:
+        os.close(directory)
+
+
+def fd_sha256(fd: int, chunk: int = 1 << 20) -> str:
+    """sha256 (hex) of an open file's bytes from its start; the offset is put back at 0."""
+    digest = hashlib.sha256()
+    os.lseek(fd, 0, os.SEEK_SET)
+    while block := os.read(fd, chunk):
+        digest.update(block)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return digest.hexdigest()
+
+
+_UNPRINTABLE = {code: f"\\x{code:02x}" for code in [*range(0x20), *range(0x7f, 0xa0)]}
+_UNPRINTABLE.update({ord("\n"): "\\n", ord("\t"): "\\t", ord("\r"): "\\r"})
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """``path`` made safe for one line of a terminal: control characters (newlines, the ESC
+    of ANSI sequences, C1 controls) written as ``\\n``, ``\\x1b``, ...; bytes that are no
+    UTF-8 (kept by ``os.fsdecode`` as lone surrogates, PEP 383) as ``\\xff``. A name with
+    neither prints as it is."""
+    text = os.fspath(path)
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    if text.isprintable():
+        return text
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return text.translate(_UNPRINTABLE)
 
 
 def expand_inputs(
