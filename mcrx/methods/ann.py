@@ -162,7 +162,9 @@ def stored_index(keys: torch.Tensor, settings: AnnSettings, store: Path, name: s
     IO_FLAG_MMAP_IFC): its rows and lists are page cache, so the processes of a launch
     share one copy in RAM, and every later run over the same memory skips the build. The
     entry's file lock makes one process build while the others wait, then read it."""
+    from mcrx.store import integrity
     from mcrx.store.atomic import atomic_path
+    from mcrx.store.cache import discard_entry
     from mcrx.store.locks import cache_entry_lock
 
     faiss = import_faiss("retrieval.mode 'ann'")
@@ -170,12 +172,27 @@ def stored_index(keys: torch.Tensor, settings: AnnSettings, store: Path, name: s
     path.parent.mkdir(parents=True, exist_ok=True)
     built = False
     with cache_entry_lock(path):
+        # checked like every cache entry (size, sampled digest; the record beside it): an
+        # index rewritten or truncated since is built again, never searched
+        record, problem = integrity.check_entry(path, refresh=True) if path.is_file() \
+            else (None, None)
+        if problem is not None:
+            from rich.markup import escape
+
+            from mcrx.ui.console import console
+
+            console.print(f"  [yellow]cache entry {escape(str(path))}: {escape(problem)}[/]; "
+                          "building it again", highlight=False)
+            discard_entry(path)
         if not path.is_file():
             index = build_index(keys, settings)
             with atomic_path(path) as tmp:
                 faiss.write_index(index, str(tmp))
             del index
             built = True
+        if built or record is None:  # an index of an earlier mcrx gets its record now
+            integrity.write_record(path, {path.name: integrity.describe(path)}, "ann",
+                                   record=integrity.record_path(path))
     index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
     return place_index(index, settings, device), built
 

@@ -19,15 +19,24 @@ from typing import Any
 
 import numpy as np
 import torch
+from rich.markup import escape
 from torch.utils.data import DataLoader
 
 from mcrx.errors import McrxError
 from mcrx.recipe.schema import DataSource
 from mcrx.stages.context import Embeddings, Run
+from mcrx.store.cache import discard_entry, note_use
 from mcrx.store.fingerprint import files_fingerprint, fingerprint_of
 from mcrx.store.inputs import read_embeddings, read_labels
 from mcrx.store.locks import cache_entry_lock
-from mcrx.store.memory import Memory, MemoryWriter, merge_parts, normalize_rows_, part_folder
+from mcrx.store.memory import (
+    Memory,
+    MemoryWriter,
+    memory_problem,
+    merge_parts,
+    normalize_rows_,
+    part_folder,
+)
 from mcrx.store.paths import cache_root, slug
 from mcrx.store.validate_rows import check_rows, refuse_bad_encoded
 from mcrx.ui.console import console, progress, rate_text
@@ -84,7 +93,7 @@ def embed_source(run: Run, source: DataSource, modality: str, space_name: str, w
     key = fingerprint_of(encoder.fingerprint(), source_fingerprint,
                          *([dtype] if dtype != "float32" else []))
     path = cache_root() / "embeddings" / slug(space_name) / modality / key
-    memory = Memory(path) if (path / "manifest.json").is_file() else None
+    memory = checked_memory(run, path)
     if memory is None or not memory.complete:
         meta = {"key": key, "space": space_name, "modality": modality, "source": what,
                 "encoder_fingerprint": encoder.fingerprint(),
@@ -96,7 +105,7 @@ def embed_source(run: Run, source: DataSource, modality: str, space_name: str, w
         run.encoded += encoded
     if memory.count != len(items):
         raise McrxError(f"{path}: cached memory holds {memory.count} rows, expected "
-                        f"{len(items)}; delete it to re-encode")
+                        f"{len(items)}; delete it to re-encode (rm -r {path})")
     # normalised once into one contiguous file, then memory-mapped: page cache, one copy in
     # RAM however many processes map it; a float16 memory stays float16 (half the bytes)
     # and is widened block by block where it is used. The entry's file lock (not a barrier:
@@ -104,7 +113,35 @@ def embed_source(run: Run, source: DataSource, modality: str, space_name: str, w
     # while the others wait, then map what it wrote.
     with cache_entry_lock(path):
         rows = memory.mapped_tensor(dtype=None if dtype == "float16" else "float32")
+        if run.state.is_main_process:
+            note_use(path, run.out)
     return Embeddings(rows, key, labels)
+
+
+def checked_memory(run: Run, path: Path) -> Memory | None:
+    """The cached memory at ``path`` when it may be used (whole, or incomplete: encoding
+    resumes it), None when absent or damaged. Under the entry's lock its record is checked
+    (sizes and sampled digests, :func:`mcrx.store.memory.memory_problem`; a memory of an
+    earlier mcrx gets its record here); a damaged entry — a file missing, truncated or
+    rewritten, rows that are not finite — is said in one line and removed, so that it is
+    encoded again: a wrong row is never used. Every process of a launch checks the same
+    files (the same verdict) before the main process removes anything."""
+    with cache_entry_lock(path):
+        problem = memory_problem(path)
+    if problem is None:
+        return Memory(path) if (path / "manifest.json").is_file() else None
+    console.print(f"  [yellow]cache entry {escape(str(path))}: {escape(problem)}[/]; "
+                  "encoding it again", highlight=False)
+    world = run.state.num_processes
+    if world > 1:
+        run.state.wait_for_everyone()
+    if run.state.is_main_process:
+        with cache_entry_lock(path):
+            if memory_problem(path, upgrade=False) is not None:  # not rebuilt meanwhile
+                discard_entry(path)
+    if world > 1:
+        run.state.wait_for_everyone()
+    return Memory(path) if (path / "manifest.json").is_file() else None
 
 
 def encode_shared(run: Run, encoder, items: Sequence[Any], path: Path, meta: dict[str, Any],

@@ -22,6 +22,7 @@ from mcrx.methods.common import LeafMemories
 from mcrx.recipe.chain import Link
 from mcrx.stages.context import Embeddings, Run
 from mcrx.store.atomic import write_json_atomic
+from mcrx.store.cache import note_use
 from mcrx.store.fingerprint import fingerprint_of
 from mcrx.store.pairs import finished_pairs_fingerprint, read_pseudo_pairs, write_pseudo_pairs
 from mcrx.store.paths import cache_root, slug
@@ -184,3 +185,4 @@ def _refer(run: Run, leaf: str, path: Path, fingerprint: str) -> None:
     if run.state.is_main_process:
         write_json_atomic(run.out / "pseudo_pairs" / f"{slug(leaf)}.json",
                           {"leaf": leaf, "fingerprint": fingerprint, "path": str(path)})
+        note_use(path, run.out)  # for `mcrx cache list` / `prune --older-than`

@@ -22,6 +22,11 @@ then page cache, not process memory: every process of a ``torchrun`` launch maps
 pages (one copy in RAM, not one per process), and the kernel may drop and re-read them
 under pressure instead of killing the run.
 
+Every complete memory carries ``integrity.json`` (:mod:`mcrx.store.integrity`), written
+last: the size and digests of its manifest, its shards and its normalised copies. Readers
+check it before using the rows (:func:`memory_problem`); a memory written by an earlier mcrx,
+without one, gets it on first read (its rows checked for NaN/Inf once), never re-encoded.
+
 Encoded memories live in the embedding cache (``$MCRX_CACHE_DIR/embeddings``, default
 ``~/.cache/mcrx/embeddings``), keyed by the encoder's fingerprint (space, weights,
 preprocessing) and the source's fingerprint (dataset and params, or input files with their
@@ -39,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from mcrx.errors import McrxError
+from mcrx.store import integrity
 from mcrx.store.atomic import atomic_path, write_json_atomic
 
 MANIFEST = "manifest.json"
@@ -54,7 +60,13 @@ class Memory:
         manifest_path = self.path / MANIFEST
         if not manifest_path.is_file():
             raise McrxError(f"{self.path} is not a memory (no {MANIFEST})")
-        self.manifest: dict[str, Any] = json.loads(manifest_path.read_text())
+        try:
+            self.manifest: dict[str, Any] = json.loads(manifest_path.read_text())
+            int(self.manifest["count"]), int(self.manifest["dim"]), list(self.manifest["shards"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise McrxError(f"{self.path}: {MANIFEST} is not a memory manifest mcrx wrote; "
+                            f"delete the folder to encode it again (rm -r {self.path})"
+                            ) from None
         self._shards: list[np.ndarray] | None = None
 
     @property
@@ -143,28 +155,63 @@ class Memory:
         """The whole memory L2-normalised, as one torch tensor memory-mapped (copy-on-write)
         from ``normalized-<dtype>.npy`` in the memory's folder, which is written the first
         time, block by block with :func:`normalize_rows_` (bit-identical to
-        ``tensor(dtype, normalize=True)``). ``dtype=None`` keeps the stored dtype. Several
+        ``tensor(dtype, normalize=True)``), and recorded in ``integrity.json``. A copy that
+        does not match its record (or has none) is written again: it is derived from the
+        shards, never trusted alone. ``dtype=None`` keeps the stored dtype. Several
         processes mapping it share one copy of the rows in RAM. A folder that cannot be
-        written (read-only) falls back to :meth:`tensor`."""
+        written (read-only) falls back to :meth:`tensor`. The caller holds the entry's lock
+        (:func:`mcrx.store.locks.cache_entry_lock`) when other processes may write it."""
         import torch
 
         dtype = dtype or self.dtype
         if not self.complete:
             raise McrxError(f"{self.path}: the memory is incomplete; encode again to finish it")
-        path = self.path / NORMALIZED.format(dtype=dtype)
-        if not path.is_file():
+        name = NORMALIZED.format(dtype=dtype)
+        path = self.path / name
+        try:
+            record = integrity.read_record(self.path / integrity.RECORD)
+        except integrity.Unreadable:
+            record = None
+        recorded = record is not None and name in record["files"]
+        problem = None
+        if recorded:
+            _, problem = integrity.check_entry(self.path, refresh=True, names=[name])
+            if problem is not None:
+                from rich.markup import escape
+
+                from mcrx.ui.console import console
+
+                console.print(f"  [yellow]cache entry {escape(str(self.path))}: "
+                              f"{escape(problem)}[/]; writing it again from the shards")
+        if not path.is_file() or not recorded or problem is not None:
             try:
                 self._write_normalized(path, dtype, block)
+                self._record_normalized(name)
             except OSError:
-                return self.tensor(dtype=dtype, normalize=True, block=block)
+                if recorded or not path.is_file():
+                    return self.tensor(dtype=dtype, normalize=True, block=block)
         rows = np.load(path, mmap_mode="c", allow_pickle=False)
         if rows.shape != (self.count, self.dim) or rows.dtype != np.dtype(dtype):
             raise McrxError(f"{path}: holds {rows.shape} {rows.dtype} rows, but the memory "
                             f"has {self.count} × {self.dim} {dtype}; delete it to rebuild it")
         return torch.from_numpy(rows)
 
+    def _record_normalized(self, name: str) -> None:
+        """Add the normalised copy ``name`` to the entry's record (one written for the
+        shards first when the memory has none: written by an earlier mcrx)."""
+        try:
+            record = integrity.read_record(self.path / integrity.RECORD)
+        except integrity.Unreadable:
+            record = None
+        if record is None:
+            record = record_memory(self.path)
+        files = {**record["files"], name: integrity.describe(self.path / name)}
+        integrity.write_record(self.path, files, "memory")
+
     def _write_normalized(self, path: Path, dtype: str, block: int) -> None:
         import torch
+
+        from mcrx.store.validate_rows import bad_rows
 
         with atomic_path(path) as tmp:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype,
@@ -174,10 +221,83 @@ class Memory:
                 stop = min(start + block, self.count)
                 rows = self.read(start, stop, dtype=dtype, out=buffer[: stop - start],
                                  keep_mapped=False)
+                non_finite, zero = bad_rows(rows)
+                if len(non_finite) or len(zero):  # as a user's file's rows are refused
+                    first = int(np.concatenate([non_finite, zero]).min()) + start
+                    raise McrxError(
+                        f"{self.path}: the cached memory holds NaN, infinite or all-zero "
+                        f"rows (first: row {first}); delete the entry to encode it again "
+                        f"(rm -r {self.path})")
                 out[start : start + len(rows)] = normalize_rows_(torch.from_numpy(rows),
                                                                  block).numpy()
             out.flush()
             del out
+
+
+def memory_files(path: Path, manifest: dict[str, Any]) -> list[str]:
+    """The files a complete memory is made of (relative to its folder)."""
+    return [MANIFEST, *(shard["file"] for shard in manifest["shards"])]
+
+
+def record_memory(path: Path) -> dict[str, Any]:
+    """Publish the record of the complete memory at ``path`` (its manifest and shards)."""
+    memory = Memory(path)
+    return integrity.record_files(path, memory_files(path, memory.manifest), "memory")
+
+
+def memory_problem(path: Path, full: bool = False, upgrade: bool = True) -> str | None:
+    """Why the cached memory at ``path`` must not be used (a missing, truncated or rewritten
+    file, an unreadable manifest or record, NaN/Inf rows), or None: absent, incomplete
+    (encoding resumes it) or whole. Sizes and sampled digests are compared on every call
+    (``full``: every byte). A complete memory without a record (an earlier mcrx's) is
+    checked once the long way — every shard's shape against its manifest, every row finite
+    — and, with ``upgrade`` (the caller holds the entry's lock), its record written: it is
+    then checked like any other, never re-encoded."""
+    path = Path(path)
+    if not (path / MANIFEST).is_file():
+        return None
+    try:
+        memory = Memory(path)
+    except McrxError:
+        return f"{MANIFEST} is not a memory manifest mcrx wrote"
+    if not memory.complete:
+        return None
+    record, problem = integrity.check_entry(path, full=full, refresh=upgrade)
+    if problem is not None:
+        return problem
+    if record is not None:
+        names = set(record["files"])
+        missing = [name for name in memory_files(path, memory.manifest) if name not in names]
+        return f"{missing[0]} is not in the entry's record" if missing else None
+    return _check_unrecorded(memory, upgrade)
+
+
+def _check_unrecorded(memory: Memory, upgrade: bool) -> str | None:
+    from mcrx.store.validate_rows import bad_rows
+
+    count = 0
+    for entry in memory.manifest["shards"]:
+        try:
+            shard = memory._map(entry)
+        except (OSError, ValueError) as exc:  # missing, or shorter than its header says
+            return f"{entry['file']} cannot be read ({exc})"
+        if shard.shape != (int(entry["rows"]), memory.dim):
+            return f"{entry['file']} holds {shard.shape} rows, the manifest says " \
+                   f"({entry['rows']}, {memory.dim})"
+        non_finite, zero = bad_rows(shard)
+        if len(non_finite) or len(zero):
+            first = int(np.concatenate([non_finite, zero]).min())
+            return f"{entry['file']} holds NaN, infinite or all-zero rows (first: row {first})"
+        count += len(shard)
+        del shard
+    if count != memory.count:
+        return f"its shards hold {count:,} rows, the manifest says {memory.count:,}"
+    if upgrade:
+        try:
+            record_memory(memory.path)
+        except OSError:
+            pass  # a read-only cache: trusted by this check, checked again next time
+    return None
 
 
 def normalize_rows_(rows, block: int = 65536):
@@ -220,8 +340,9 @@ class MemoryWriter:
                 "format_version": FORMAT_VERSION, **meta, "dim": dim, "dtype": dtype,
                 "count": 0, "shards": [], "complete": False,
             }
-            for stale in self.path.glob("shard-*.npy"):
-                stale.unlink()
+            for stale in [*self.path.glob("shard-*.npy"), *self.path.glob("normalized-*.npy"),
+                          self.path / integrity.RECORD]:
+                stale.unlink(missing_ok=True)
             write_json_atomic(manifest_path, self.manifest)
 
     @property
@@ -252,6 +373,7 @@ class MemoryWriter:
         self.manifest["complete"] = True
         self.manifest["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         write_json_atomic(self.path / MANIFEST, self.manifest)
+        record_memory(self.path)  # last: the memory is whole from here on
         return Memory(self.path)
 
 
@@ -264,7 +386,7 @@ def merge_parts(path: Path, meta: dict[str, Any], parts: list[Path]) -> Memory:
     """One memory at ``path`` made of the complete memories in ``parts`` (sub-folders of
     ``path``, in row order): the manifest lists their shards, no row is copied."""
     path = Path(path)
-    shards, count, dim, dtype = [], 0, None, None
+    shards, count, dim, dtype, files = [], 0, None, None, {}
     for part in parts:
         memory = Memory(part)
         if not memory.complete:
@@ -275,6 +397,9 @@ def merge_parts(path: Path, meta: dict[str, Any], parts: list[Path]) -> Memory:
             raise McrxError(f"{part}: {memory.dim}-d {memory.dtype} rows, but the other "
                             f"shares hold {dim}-d {dtype} rows")
         prefix = part.relative_to(path).as_posix()
+        record = integrity.read_record(part / integrity.RECORD) or record_memory(part)
+        files.update({f"{prefix}/{shard['file']}": record["files"][shard["file"]]
+                      for shard in memory.manifest["shards"]})
         shards += [{**shard, "file": f"{prefix}/{shard['file']}"}
                    for shard in memory.manifest["shards"]]
         count += memory.count
@@ -283,4 +408,9 @@ def merge_parts(path: Path, meta: dict[str, Any], parts: list[Path]) -> Memory:
                 "parts": [part.relative_to(path).as_posix() for part in parts],
                 "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
     write_json_atomic(path / MANIFEST, manifest)
+    # the parts' shards as their records describe them (no byte hashed twice), then the
+    # manifest: published last, the memory is whole from here on
+    (path / integrity.RECORD).unlink(missing_ok=True)
+    integrity.write_record(path, {MANIFEST: integrity.describe(path / MANIFEST), **files},
+                           "memory")
     return Memory(path)

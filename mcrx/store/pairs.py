@@ -4,6 +4,9 @@ memory-mapped by the aligner, plus ``manifest.json`` (fingerprint, method, count
     OUT/pseudo_pairs/<leaf>/leaf_x.npy  leaf_bridge.npy  parent_bridge.npy  parent_y.npy
 
 The folder is built beside its final path and renamed into place: it is complete or absent.
+Its ``integrity.json`` (:mod:`mcrx.store.integrity`), written last inside the folder before
+the rename, names every file with its size and digests; :func:`pairs_problem` checks it on
+every read, so rows rewritten or truncated since are rebuilt, never used.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from mcrx.methods.common import PAIR_ROLES, LeafMemories, Method
+from mcrx.store import integrity
 from mcrx.store.atomic import commit, write_json_atomic
 
 MANIFEST = "manifest.json"
@@ -77,6 +81,8 @@ def write_pseudo_pairs(
     if rank == 0:
         write_json_atomic(tmp / MANIFEST, {**(metadata or {}), "method": method.name,
                                            "count": total, "dtype": dtype})
+        integrity.record_files(tmp, [MANIFEST, *(f"{role}.npy" for role in PAIR_ROLES)],
+                               "pairs")
         commit(tmp, path)
     barrier()
     return read_pseudo_pairs(path)
@@ -112,21 +118,63 @@ def read_pseudo_pairs(path: Path) -> dict[str, np.ndarray]:
     return {role: np.load(path / f"{role}.npy", mmap_mode="r") for role in PAIR_ROLES}
 
 
-def finished_pairs_fingerprint(path: Path) -> str | None:
-    """The fingerprint a complete pseudo-pair folder was built for; None when it is absent
-    or not whole (an unreadable manifest, a role file missing, truncated or of another row
-    count than the manifest says): such a folder is rebuilt, never used."""
+def pairs_problem(path: Path, full: bool = False, upgrade: bool = True) -> str | None:
+    """Why the pseudo-pair folder at ``path`` must not be used, or None when it is whole:
+    its record's sizes and sampled digests (``full``: every byte); a role file missing,
+    truncated, of another row count than the manifest says, or rewritten since. A folder
+    written by an earlier mcrx (no record) is checked by its headers and sizes and, with
+    ``upgrade`` (the caller holds the entry's lock), given its record: never rebuilt for
+    that alone."""
     manifest = path / MANIFEST
     if not manifest.is_file():
-        return None
+        return f"{MANIFEST} is missing"
     try:
         meta = json.loads(manifest.read_text())
         count = int(meta["count"])
-        for role in PAIR_ROLES:
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{MANIFEST} is not a manifest mcrx wrote"
+    record, problem = integrity.check_entry(path, full=full, refresh=upgrade)
+    if problem is not None:
+        return problem
+    names = [MANIFEST, *(f"{role}.npy" for role in PAIR_ROLES)]
+    if record is not None:
+        missing = [name for name in names if name not in record["files"]]
+        if missing:
+            return f"{missing[0]} is not in the entry's record"
+    for role in PAIR_ROLES:
+        try:
             rows = np.load(path / f"{role}.npy", mmap_mode="r")  # the header, then the size
-            if rows.ndim != 2 or len(rows) != count:
-                return None
-    except (OSError, ValueError, KeyError, TypeError):  # missing, truncated or scribbled
+        except (OSError, ValueError) as exc:  # missing, truncated or scribbled
+            return f"{role}.npy cannot be read ({exc})"
+        if rows.ndim != 2 or len(rows) != count:
+            return f"{role}.npy holds {rows.shape} rows, the manifest says {count:,}"
+        del rows
+    if record is None and upgrade:
+        try:
+            integrity.record_files(path, names, "pairs")
+        except OSError:
+            pass  # a read-only cache: checked the same way next time
+    return None
+
+
+def finished_pairs_fingerprint(path: Path) -> str | None:
+    """The fingerprint a complete pseudo-pair folder was built for; None when it is absent
+    or not whole (:func:`pairs_problem`: an unreadable manifest, a role file missing,
+    truncated, of another row count than the manifest says, or rewritten since it was
+    recorded): such a folder is rebuilt, never used. The caller holds the entry's lock."""
+    if not (path / MANIFEST).is_file():
         return None
-    fingerprint = meta.get("fingerprint")
+    problem = pairs_problem(path)
+    if problem is not None:
+        from rich.markup import escape
+
+        from mcrx.ui.console import console
+
+        console.print(f"  [yellow]cache entry {escape(str(path))}: {escape(problem)}[/]; "
+                      "building it again", highlight=False)
+        return None
+    try:
+        fingerprint = json.loads((path / MANIFEST).read_text()).get("fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return None
     return fingerprint if isinstance(fingerprint, str) else None
