@@ -293,7 +293,9 @@ def align(
     began = time.perf_counter()
     connector.train()
     with progress(disable=not (show_progress and accelerator.is_main_process)) as bar:
-        task = bar.add_task(description, total=total_steps, completed=step, rate="")
+        # unit and loss: what plain progress lines (stderr not a terminal) print
+        task = bar.add_task(description, total=total_steps, completed=step, rate="",
+                            unit="step", loss=None)
         while step < total_steps:
             epoch, skip = divmod(step, steps_per_epoch)
             sampler.use_epoch(epoch)
@@ -332,7 +334,7 @@ def align(
                     if training.log_with:
                         accelerator.log({"loss": value, "lr": scheduler.get_last_lr()[0]},
                                         step=step)
-                    bar.update(task, advance=1, rate=f"loss {value:.4f}  " + rate_text(
+                    bar.update(task, advance=1, loss=value, rate=f"loss {value:.4f}  " + rate_text(
                         step - resumed_from, time.perf_counter() - began, "steps"))
                 else:
                     bar.update(task, advance=1)
