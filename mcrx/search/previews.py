@@ -2,18 +2,24 @@
 
 - image: a thumbnail (PNG, at most 256 px); an ``.npy`` image (an H×W(×3) array, or a raw
   toy vector laid out as a near-square grid) is drawn as a picture;
-- audio: an audio file the browser plays is served as it is; an ``.npy`` waveform (≥ 4000
-  samples) becomes a 16 kHz WAV, and a short raw vector (the toy world's) is sonified, each
+- audio: an audio file the browser plays is served as it is; an ``.npy`` waveform becomes a
+  16 kHz WAV (at most 10 s), and a short raw vector (the toy world's) is sonified, each
   number the loudness of one partial of a chord, so items of one class sound alike;
 - pointcloud: a scatter plot of the points seen at an angle (matplotlib, PNG);
 - text: the text itself (a ``.txt`` file's content, or the numbers of a raw toy vector).
 
-Every function takes a path the caller has checked is an item of the collection.
+Every function takes the *bytes* of an item, read by the caller through the file the
+collection opened and checked at serving time (never a path: a path can be swapped for a
+link between a check and a read). The work is bounded by the input: ``.npy`` headers are
+checked against the bytes present before any array is made, images are refused above
+:data:`MAX_PIXELS` before they are decoded (Pillow's own decompression-bomb limit is twice
+its ``MAX_IMAGE_PIXELS``, ~179 MP: far too much for a thumbnail).
 """
 
 from __future__ import annotations
 
 import io
+import tempfile
 import wave
 from pathlib import Path
 
@@ -30,6 +36,15 @@ BROWSER_AUDIO = {".wav": "audio/wav", ".mp3": "audio/mpeg", ".ogg": "audio/ogg",
                  ".m4a": "audio/mp4"}
 TEXT_LIMIT = 600
 MAX_POINTS = 4096
+#: an image with more pixels than this gets no thumbnail (decoding it would take ~4 bytes a
+#: pixel, 160 MiB here, for a 256-px picture)
+MAX_PIXELS = 40_000_000
+#: raw vectors up to this many numbers are sonified as a chord; longer arrays are waveforms
+CHORD_NUMBERS = 128
+
+
+class PreviewTooLarge(McrxError):
+    """The item is too large to preview (the server answers 413)."""
 
 
 def preview_kind(modality: str) -> str:
@@ -37,14 +52,42 @@ def preview_kind(modality: str) -> str:
     return {"audio": "audio", "text": "text"}.get(modality, "image")
 
 
-def _load_npy(path: Path) -> np.ndarray:
+def passthrough(name: str, modality: str) -> str | None:
+    """The MIME type when the preview of ``name`` is the file itself (audio the browser
+    plays): the server streams it instead of rendering it. Else None."""
+    suffix = Path(name).suffix.lower()
+    return BROWSER_AUDIO.get(suffix) if modality == "audio" else None
+
+
+def npy_array(data: bytes, name: str = "array") -> np.ndarray:
+    """The numeric array held by the ``.npy`` bytes ``data``, without copying and without
+    unpickling: the header's shape × item size must be exactly the bytes that follow it
+    (a header claiming 2⁴⁰ numbers in a small file is refused before anything is made).
+    Format: https://numpy.org/doc/stable/reference/generated/numpy.lib.format.html"""
+    from numpy.lib import format as npy
+
+    buffer = io.BytesIO(data)
     try:
-        array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise McrxError(f"{path}: cannot read ({exc})") from None
-    if not np.issubdtype(array.dtype, np.number):
-        raise McrxError(f"{path}: holds {array.dtype}, not numbers")
-    return np.asarray(array, dtype=np.float32)
+        version = npy.read_magic(buffer)
+        if version == (1, 0):
+            shape, fortran, dtype = npy.read_array_header_1_0(buffer)
+        elif version in ((2, 0), (3, 0)):
+            shape, fortran, dtype = npy.read_array_header_2_0(buffer)
+        else:
+            raise ValueError(f"format version {version}")
+    except (ValueError, EOFError, SyntaxError, TypeError) as exc:
+        raise McrxError(f"{name}: not a readable .npy array ({exc})") from None
+    if dtype.hasobject or not np.issubdtype(dtype, np.number):
+        raise McrxError(f"{name}: holds {dtype}, not numbers")
+    count = 1
+    for size in shape:
+        count *= int(size)
+    present = len(data) - buffer.tell()
+    if count * dtype.itemsize != present:
+        raise McrxError(f"{name}: the header claims shape {tuple(shape)} ({count:,} numbers) "
+                        f"but {present:,} bytes follow it")
+    array = np.frombuffer(data, dtype=dtype, count=count, offset=buffer.tell())
+    return array.reshape(shape, order="F" if fortran else "C").astype(np.float32)
 
 
 def _png(image) -> bytes:
@@ -53,18 +96,27 @@ def _png(image) -> bytes:
     return buffer.getvalue()
 
 
-def image_preview(path: Path) -> tuple[bytes, str]:
-    """(bytes, MIME type) of a thumbnail of the image at ``path``."""
+def image_preview(data: bytes, name: str) -> tuple[bytes, str]:
+    """(bytes, MIME type) of a thumbnail of the image ``data`` (the file ``name``)."""
     from PIL import Image
 
-    if path.suffix.lower() == ".npy":
-        return _array_picture(_load_npy(path)), "image/png"
+    if Path(name).suffix.lower() == ".npy":
+        return _array_picture(npy_array(data, name)), "image/png"
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size  # read from the header: nothing decoded yet
+            if width * height > MAX_PIXELS:
+                raise PreviewTooLarge(f"{name}: {width}×{height} pixels is too large to "
+                                      f"preview (at most {MAX_PIXELS // 1_000_000} MP)")
+            image.draft("RGB", (THUMBNAIL, THUMBNAIL))  # JPEG: decode at a reduced scale
             image.thumbnail((THUMBNAIL, THUMBNAIL))
             return _png(image.convert("RGB")), "image/png"
-    except OSError as exc:
-        raise McrxError(f"{path}: cannot read the image ({exc})") from None
+    except McrxError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise PreviewTooLarge(f"{name}: too large to preview ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - Pillow raises OSError, SyntaxError, ValueError...
+        raise McrxError(f"{name}: cannot read the image ({type(exc).__name__}: {exc})") from None
 
 
 def _array_picture(array: np.ndarray) -> bytes:
@@ -73,9 +125,12 @@ def _array_picture(array: np.ndarray) -> bytes:
     from matplotlib import colormaps
     from PIL import Image
 
+    if array.size == 0:
+        raise McrxError("the array is empty: nothing to draw")
     if array.ndim == 1:
         rows = max(r for r in range(1, int(np.sqrt(len(array))) + 1) if len(array) % r == 0)
         array = array.reshape(rows, -1)
+    array = np.nan_to_num(array)
     if array.ndim == 3 and array.shape[-1] in (3, 4):
         low, high = float(array.min()), float(array.max())
         rgb = (array[..., :3] - low) / (high - low or 1.0)
@@ -86,21 +141,25 @@ def _array_picture(array: np.ndarray) -> bytes:
         raise McrxError(f"cannot draw an array of shape {array.shape} as an image")
     picture = Image.fromarray((rgb * 255).astype(np.uint8))
     scale = max(1, THUMBNAIL // max(picture.size))  # small grids: big square pixels
-    return _png(picture.resize((picture.width * scale, picture.height * scale),
-                               Image.Resampling.NEAREST))
+    picture = picture.resize((picture.width * scale, picture.height * scale),
+                             Image.Resampling.NEAREST)
+    picture.thumbnail((THUMBNAIL, THUMBNAIL))
+    return _png(picture)
 
 
-def audio_preview(path: Path) -> tuple[bytes, str]:
-    """(bytes, MIME type) the browser plays for the audio item at ``path``."""
-    suffix = path.suffix.lower()
+def audio_preview(data: bytes, name: str) -> tuple[bytes, str]:
+    """(bytes, MIME type) the browser plays for the audio item ``data`` (the file ``name``)."""
+    suffix = Path(name).suffix.lower()
     if suffix in BROWSER_AUDIO:
-        return path.read_bytes(), BROWSER_AUDIO[suffix]
+        return data, BROWSER_AUDIO[suffix]
     if suffix != ".npy":
-        raise McrxError(f"{path}: no preview for {suffix} audio")
-    array = _load_npy(path).reshape(-1)
+        raise McrxError(f"{name}: no preview for {suffix} audio")
+    array = np.nan_to_num(npy_array(data, name).reshape(-1))
+    if array.size == 0:
+        raise McrxError(f"{name}: the array is empty: nothing to play")
     rate = 16_000
-    if len(array) >= 4000:  # a waveform: play it (at most 10 s)
-        signal = array[: 10 * rate]
+    if len(array) > CHORD_NUMBERS:  # a waveform: play it (at most 10 s)
+        signal = array[: 10 * rate].astype(np.float64)
     else:  # a short raw vector: one partial of a chord per number
         t = np.arange(int(0.8 * rate)) / rate
         frequencies = 220.0 * 2 ** (np.arange(len(array)) / 12)  # semitones from A3
@@ -118,35 +177,40 @@ def audio_preview(path: Path) -> tuple[bytes, str]:
     return buffer.getvalue(), "audio/wav"
 
 
-def _points(path: Path) -> np.ndarray:
-    suffix = path.suffix.lower()
+def _points(data: bytes, name: str) -> np.ndarray:
+    suffix = Path(name).suffix.lower()
     if suffix == ".npy":
-        array = _load_npy(path)
+        array = npy_array(data, name)
         if array.ndim == 1:  # a raw vector (the toy world's): consecutive triples as points
             array = array[: len(array) // 3 * 3].reshape(-1, 3)
-        if array.ndim != 2 or array.shape[1] < 3:
-            raise McrxError(f"{path}: expected N×3 points, got shape {array.shape}")
+        if array.ndim != 2 or array.shape[1] < 3 or len(array) == 0:
+            raise McrxError(f"{name}: expected N×3 points, got shape {array.shape}")
         return array[:, :3]
     if suffix in (".xyz", ".txt"):
         try:
-            return np.loadtxt(path, dtype=np.float32, ndmin=2)[:, :3]
-        except ValueError as exc:
-            raise McrxError(f"{path}: cannot read points ({exc})") from None
+            return np.loadtxt(io.BytesIO(data), dtype=np.float32, ndmin=2)[:, :3]
+        except (ValueError, IndexError) as exc:
+            raise McrxError(f"{name}: cannot read points ({exc})") from None
     try:  # .ply, .obj, .off: the ULIP plugin's readers, when it is installed
         from mcrx_ulip.pointclouds import read_points
     except ImportError:
-        raise McrxError(f"{path}: previews of {suffix} files need the ulip plugin") from None
-    return read_points(path)
+        raise McrxError(f"{name}: previews of {suffix} files need the ulip plugin") from None
+    # the reader takes a path: a private copy of the bytes already checked, never the
+    # collection's path
+    with tempfile.TemporaryDirectory(prefix="mcrx-preview-") as folder:
+        copy = Path(folder) / f"points{suffix}"
+        copy.write_bytes(data)
+        return read_points(copy)
 
 
-def pointcloud_preview(path: Path) -> tuple[bytes, str]:
-    """(PNG bytes, MIME type) of the point cloud at ``path`` drawn as a 3-D scatter plot."""
+def pointcloud_preview(data: bytes, name: str) -> tuple[bytes, str]:
+    """(PNG bytes, MIME type) of the point cloud ``data`` drawn as a 3-D scatter plot."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on a server
     from matplotlib.figure import Figure
 
-    points = _points(path)
+    points = np.nan_to_num(_points(data, name))
     if len(points) > MAX_POINTS:  # a fixed subset: the same picture every time
         points = points[np.random.default_rng(0).choice(len(points), MAX_POINTS, replace=False)]
     figure = Figure(figsize=(2.4, 2.4), dpi=100)
@@ -163,26 +227,26 @@ def pointcloud_preview(path: Path) -> tuple[bytes, str]:
     return buffer.getvalue(), "image/png"
 
 
-def text_preview(path: Path) -> str:
-    """The text of a text item (a raw vector's numbers, for the toy world's ``.npy``)."""
-    if path.suffix.lower() == ".npy":
-        array = _load_npy(path).reshape(-1)
+def text_preview(data: bytes, name: str, truncated: bool = False) -> str:
+    """The text of a text item (a raw vector's numbers, for the toy world's ``.npy``);
+    ``truncated``: ``data`` is only the start of the file."""
+    if Path(name).suffix.lower() == ".npy":
+        if truncated:
+            return "raw text vector (too large to show)"
+        array = npy_array(data, name).reshape(-1)
         numbers = ", ".join(f"{x:.2f}" for x in array[:12])
         more = ", …" if len(array) > 12 else ""
         return f"raw text vector ({len(array)} numbers): [{numbers}{more}]"
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace").strip()
-    except OSError as exc:
-        raise McrxError(f"{path}: cannot read ({exc})") from None
-    return text if len(text) <= TEXT_LIMIT else text[:TEXT_LIMIT] + "…"
+    text = data.decode("utf-8", errors="replace").strip()
+    return text if len(text) <= TEXT_LIMIT and not truncated else text[:TEXT_LIMIT] + "…"
 
 
-def render_preview(path: Path, modality: str) -> tuple[bytes, str]:
-    """(bytes, MIME type) of the preview of an item."""
+def render_preview(data: bytes, name: str, modality: str) -> tuple[bytes, str]:
+    """(bytes, MIME type) of the preview of an item whose file ``name`` holds ``data``."""
     if modality == "audio":
-        return audio_preview(path)
+        return audio_preview(data, name)
     if modality == "pointcloud":
-        return pointcloud_preview(path)
+        return pointcloud_preview(data, name)
     if modality == "text":
-        return text_preview(path).encode(), "text/plain; charset=utf-8"
-    return image_preview(path)
+        return text_preview(data, name).encode(), "text/plain; charset=utf-8"
+    return image_preview(data, name)

@@ -33,6 +33,9 @@ DEFAULT_MODALITIES = ("image", "text", "audio", "pointcloud")
 _WEIGHT = re.compile(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?):(.+)$", re.IGNORECASE)
 _MODALITY = re.compile(r"^([A-Za-z][A-Za-z0-9_-]*):(.+)$")
 _ITEM = re.compile(r"^#(\d+)$")
+#: the largest item id: SQLite's INTEGER PRIMARY KEY is a signed 64-bit integer
+#: (https://www.sqlite.org/datatype3.html)
+MAX_ITEM_ID = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,8 @@ def parse_query(query: str | Sequence[str], modalities: Sequence[str] | None = N
     ``name:`` prefix may use (default: mcrx's four); other prefixes stay part of the term,
     so ``note: buy milk`` is one text."""
     modalities = DEFAULT_MODALITIES if modalities is None else tuple(modalities)
+    if any("\x00" in part for part in ([query] if isinstance(query, str) else query)):
+        raise McrxError("the query holds a NUL byte (\\x00): no text or file name has one")
     tokens = tokenize(query)
     if not tokens:
         raise McrxError("empty query: give a text, a file, or a sum of them "
@@ -113,7 +118,11 @@ def _parse_term(text: str, sign: float, modalities: Sequence[str]) -> Term:
     item = None
     match = _ITEM.match(text)
     if match and modality is None:
-        item = int(match.group(1))
+        digits = match.group(1).lstrip("0") or "0"  # int() of 4,300+ digits raises: look first
+        if len(digits) > len(str(MAX_ITEM_ID)) or int(digits) > MAX_ITEM_ID:
+            raise McrxError(f"no item #{match.group(1)[:24]}: item ids are at most "
+                            f"{MAX_ITEM_ID}")
+        item = int(digits)
     if not text:
         raise McrxError("a query term is empty (after its weight or modality prefix)")
     return Term(weight=sign * weight, value=text, modality=modality, item=item)

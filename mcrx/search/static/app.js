@@ -1,9 +1,16 @@
 // The mcrx search page: plain JavaScript, no build step. It talks to the JSON API of
 // mcrx/search/server.py: GET /api/collections, POST /api/search (multipart form).
+// The page's address holds the query (?q=...&n=...&in=...&each=1&collection=...): a link
+// to it runs that search, and each search updates it (back and forward replay them).
+// Only the answer to the latest search is shown: an earlier one still in flight is
+// aborted (AbortController, https://dom.spec.whatwg.org/#interface-abortcontroller), and
+// any answer whose sequence number is not the latest is dropped.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 let collections = [];
+let latest = 0;  // sequence number of the latest search
+let inFlight = null;  // its AbortController
 
 function element(tag, attributes = {}, ...children) {
   const node = document.createElement(tag);
@@ -98,7 +105,39 @@ function render(data) {
   });
 }
 
-async function search() {
+function queryFromAddress() {
+  const params = new URLSearchParams(window.location.search);
+  const name = params.get("collection");
+  if (name && collections.some((c) => c.name === name) && $("collection").value !== name) {
+    $("collection").value = name;
+    showCollection();
+  }
+  if (params.has("n")) {
+    const n = params.get("n");
+    if (![...$("n").options].some((o) => o.value === n)) $("n").append(element("option", { text: n }));
+    $("n").value = n;
+  }
+  if (params.has("in")) {
+    const wanted = params.get("in").split(",");
+    for (const box of document.querySelectorAll("#in input")) box.checked = wanted.includes(box.value);
+  }
+  $("each").checked = params.get("each") === "1";
+  $("q").value = params.get("q") || "";
+  return $("q").value.trim() !== "";
+}
+
+function addressOf(selected) {
+  const params = new URLSearchParams();
+  params.set("q", $("q").value);
+  if (collections.length > 1 && current()) params.set("collection", current().name);
+  params.set("n", $("n").value);
+  const boxes = document.querySelectorAll("#in input");
+  if (selected.length !== boxes.length) params.set("in", selected.join(","));
+  if ($("each").checked) params.set("each", "1");
+  return `?${params}`;
+}
+
+async function search(fromAddress = false) {
   const form = new FormData();
   const c = current();
   form.set("collection", c ? c.name : "");
@@ -113,18 +152,31 @@ async function search() {
     form.set("file_modality", $("file-modality").value);
     form.set("file_weight", $("file-weight").value || "1");
   }
+  if (!fromAddress && !file) {  // a typed query is a link: keep it in the address
+    const address = addressOf(selected);
+    if (address !== window.location.search) window.history.pushState(null, "", address);
+  }
+  const sequence = ++latest;
+  if (inFlight) inFlight.abort();
+  const controller = new AbortController();
+  inFlight = controller;
   $("error").hidden = true;
   $("status").textContent = "searching…";
   try {
-    const response = await fetch("/api/search", { method: "POST", body: form });
+    const response = await fetch("/api/search", { method: "POST", body: form,
+                                                  signal: controller.signal });
     const data = await response.json().catch(() => ({ error: response.statusText }));
+    if (sequence !== latest) return;  // a later search was started: this answer is stale
     if (!response.ok) throw new Error(data.error || data.detail || response.statusText);
     render(data);
   } catch (error) {
+    if (sequence !== latest || error.name === "AbortError") return;
     $("status").textContent = "";
     $("results").replaceChildren();
     $("error").textContent = error.message;
     $("error").hidden = false;
+  } finally {
+    if (inFlight === controller) inFlight = null;
   }
 }
 
@@ -149,9 +201,19 @@ function clearFile() {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
-  loadCollections().catch((error) => {
+  loadCollections().then(() => {
+    if (queryFromAddress()) search(true);
+  }).catch((error) => {
     $("error").textContent = `cannot reach the server: ${error.message}`;
     $("error").hidden = false;
+  });
+  window.addEventListener("popstate", () => {
+    clearFile();
+    if (queryFromAddress()) search(true);
+    else {
+      $("results").replaceChildren();
+      $("status").textContent = "";
+    }
   });
   $("collection").addEventListener("change", showCollection);
   $("each").addEventListener("change", () => { if ($("results").children.length) search(); });
