@@ -152,20 +152,42 @@ def display_path(path: str | os.PathLike) -> str:
     return text.translate(_UNPRINTABLE)
 
 
-def expand_inputs(
-    inputs: Sequence[str | Path], modality: str | None, modalities: Sequence[str], encoder_for
-) -> list[tuple[Path, str]]:
-    """``(absolute path, modality)`` of every file named by ``inputs`` (files, or folders
-    searched recursively). With ``modality`` every file is of it, and a folder is listed by
-    that modality's encoder (a CLIP image encoder keeps image files only); without it each
-    file's suffix must name one of ``modalities`` (in a folder, other files are skipped).
+@dataclass
+class Walk:
+    """What :func:`walk_inputs` found: the files to index, the real paths of the roots
+    they lie in, and the links it did not follow (path, why)."""
 
-    ``encoder_for(modality)`` returns the encoder whose ``read_inputs`` lists a folder."""
+    files: list[tuple[Path, str]]
+    roots: list[str]
+    skipped: list[tuple[str, str]]
+
+
+def walk_inputs(
+    inputs: Sequence[str | Path], modality: str | None, modalities: Sequence[str],
+    encoder_for, follow_links: bool = False,
+) -> Walk:
+    """``(real path, modality)`` of every regular file named by ``inputs`` (files, or
+    folders searched recursively). With ``modality`` every file is of it, and a folder is
+    listed by that modality's encoder (a CLIP image encoder keeps image files only);
+    without it each file's suffix must name one of ``modalities`` (in a folder, other files
+    are skipped). ``encoder_for(modality)`` returns the encoder whose ``read_inputs`` lists
+    a folder.
+
+    Links: an input named on the command line is resolved (the user named it); a file
+    found in a folder whose real path leaves that folder's real path (a symbolic link out)
+    is skipped unless ``follow_links``, and then its real path becomes a root too. Folders
+    reached through links are not descended (``Path.rglob`` does not follow them). Only
+    regular files are indexed (no FIFOs, devices or sockets: reading one could block)."""
     found: dict[Path, str] = {}
+    roots: list[str] = []
+    skipped: list[tuple[str, str]] = []
     for raw in inputs:
         path = Path(raw).expanduser()
         if not path.exists():
-            raise McrxError(f"not found: {raw}")
+            raise McrxError(f"not found: {display_path(raw)}")
+        root = path.resolve()
+        if str(root) not in roots:
+            roots.append(str(root))
         if path.is_dir():
             if modality is not None:
                 listed = encoder_for(modality).read_inputs(path)
@@ -183,15 +205,35 @@ def expand_inputs(
                 what = f"{modality} files" if modality else (
                     f"files whose suffix names a modality of the model ({', '.join(modalities)}"
                     "; name the modality with --modality for .npy and other files)")
-                raise McrxError(f"{raw}: the folder holds no {what}")
+                raise McrxError(f"{display_path(raw)}: the folder holds no {what}")
         else:
             guessed = modality or modality_of_suffix(path, modalities)
             if guessed is None:
                 raise McrxError(
-                    f"{raw}: cannot tell the modality of a {path.suffix or 'suffix-less'} file; "
-                    f"name it with --modality ({', '.join(modalities)})"
+                    f"{display_path(raw)}: cannot tell the modality of a "
+                    f"{path.suffix or 'suffix-less'} file; name it with --modality "
+                    f"({', '.join(modalities)})"
                 )
             pairs = [(path, guessed)]
         for p, m in pairs:
-            found[p.resolve()] = m
-    return sorted(found.items())
+            real = p.resolve()
+            if not is_regular_file(real):
+                skipped.append((str(p), "not a regular file"))
+                continue
+            if not (real == root or real.is_relative_to(root)):
+                if not follow_links:
+                    skipped.append((str(p), f"a link out of {display_path(root)} (index "
+                                    "with --follow-links to follow it)"))
+                    continue
+                if str(real) not in roots:
+                    roots.append(str(real))
+            found[real] = m
+    return Walk(sorted(found.items()), roots, skipped)
+
+
+def expand_inputs(
+    inputs: Sequence[str | Path], modality: str | None, modalities: Sequence[str], encoder_for
+) -> list[tuple[Path, str]]:
+    """``(real path, modality)`` of every file named by ``inputs``, links followed (see
+    :func:`walk_inputs`)."""
+    return walk_inputs(inputs, modality, modalities, encoder_for, follow_links=True).files

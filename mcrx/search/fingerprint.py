@@ -3,7 +3,6 @@ models never meet in one index (their spaces are unrelated even at equal dimensi
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from mcrx.errors import McrxError
@@ -18,19 +17,23 @@ def model_fingerprint(path: str | Path) -> str:
     The manifest names the spaces and their params (which weights each encoder loads), the
     connector files hold the trained projections: together they decide every vector the
     model produces. Re-training writes new weights, so a new fingerprint."""
+    from mcrx.store.artifact import read_manifest
+
     path = Path(path)
-    manifest_path = path / MANIFEST
-    if not manifest_path.is_file():
+    if not (path / MANIFEST).is_file():
         raise McrxError(f"{path} is not a unified model (no {MANIFEST}); give the model folder "
                         "that `mcrx extend` wrote (OUT/model)")
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read_manifest(path)  # validated: every reader of a model goes through it
     # metrics and versions describe the run, not the vectors: leave them out so the same
     # weights re-evaluated keep their fingerprint
     essential = {k: v for k, v in manifest.items() if k not in ("metrics", "versions")}
     weights = []
-    for leaf in manifest.get("leaves", []):
-        file = path / leaf.get("file", "")
+    for leaf in manifest["leaves"]:
+        file = path / leaf["file"]
         if not file.is_file():
-            raise McrxError(f"{path}: the connector file {leaf.get('file')} is missing")
-        weights.append((leaf.get("file"), file_sha256(file)))
+            raise McrxError(f"{path}: the connector file {leaf['file']} is missing")
+        try:
+            weights.append((leaf["file"], file_sha256(file)))
+        except OSError as exc:
+            raise McrxError(f"{file}: cannot read it ({exc.strerror or exc})") from None
     return fingerprint_of("mcrx-model", essential, weights)

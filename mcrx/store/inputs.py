@@ -7,6 +7,7 @@ are never loaded (``allow_pickle=False``): an object array could run code.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,14 +17,64 @@ import numpy as np
 from mcrx.errors import McrxError
 
 
-def load_npy(path: Path, what: str = "array", mmap: bool = False) -> np.ndarray:
-    """A ``.npy`` file's array without unpickling anything; McrxError naming the file."""
+def npy_header(path: Path, what: str = "array", max_rows: int | None = None
+               ) -> tuple[tuple[int, ...], np.dtype, bool]:
+    """``(shape, dtype, fortran_order)`` of a ``.npy`` file from its header alone
+    (``np.lib.format.read_magic`` and ``read_array_header_1_0/2_0``, the format of
+    https://numpy.org/doc/stable/reference/generated/numpy.lib.format.html), refusing
+    before anything is allocated: object dtypes (pickles), a shape whose bytes exceed
+    what the file holds after its header, and more than ``max_rows`` rows."""
     path = Path(path)
     if not path.is_file():
         raise McrxError(f"{path}: expected a .npy file, found a folder" if path.is_dir()
                         else f"{what} file not found: {path}")
-    if path.stat().st_size == 0:
-        raise McrxError(f"{path}: the file is empty (expected a .npy {what})")
+    fmt = np.lib.format
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size == 0:
+                raise McrxError(f"{path}: the file is empty (expected a .npy {what})")
+            version = fmt.read_magic(handle)
+            if version == (1, 0):
+                shape, fortran, dtype = fmt.read_array_header_1_0(handle)
+            elif version == (2, 0):
+                shape, fortran, dtype = fmt.read_array_header_2_0(handle)
+            else:
+                raise McrxError(f"{path}: .npy format version {version[0]}.{version[1]} is "
+                                f"not read here (1.0 and 2.0 are); save the {what} with "
+                                "np.save")
+            data_bytes = size - handle.tell()
+    except McrxError:
+        raise
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError) as exc:
+        raise McrxError(f"{path}: not a readable .npy {what} ({exc})") from None
+    if dtype.hasobject:
+        raise McrxError(f"{path}: holds pickled Python objects (an object array); mcrx "
+                        f"never unpickles files. Save a numeric {what} instead "
+                        "(np.save(path, np.asarray(x, dtype=np.float32)))")
+    if any(not isinstance(n, int) or n < 0 for n in shape):
+        raise McrxError(f"{path}: the .npy header declares the shape {shape}")
+    count = 1
+    for n in shape:
+        count *= n  # Python integers: no overflow for a forged 2^40 × 2^40
+    needed = count * dtype.itemsize
+    if needed > data_bytes:
+        raise McrxError(f"{path}: the .npy header declares shape {tuple(shape)} of {dtype} "
+                        f"({needed:,} bytes) but the file holds {data_bytes:,} bytes after "
+                        "its header (truncated or forged)")
+    if max_rows is not None and shape and shape[0] > max_rows:
+        raise McrxError(f"{path}: {shape[0]:,} rows, more than the {max_rows:,} a {what} "
+                        "may hold")
+    return tuple(shape), dtype, bool(fortran)
+
+
+def load_npy(path: Path, what: str = "array", mmap: bool = False,
+             max_rows: int | None = None) -> np.ndarray:
+    """A ``.npy`` file's array without unpickling anything; McrxError naming the file.
+    The header is checked first (:func:`npy_header`): nothing is allocated for a shape the
+    file cannot hold, nor for more than ``max_rows`` rows."""
+    path = Path(path)
+    npy_header(path, what, max_rows)
     try:
         return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
     except ValueError as exc:
@@ -32,7 +83,7 @@ def load_npy(path: Path, what: str = "array", mmap: bool = False) -> np.ndarray:
                             f"never unpickles files. Save a numeric {what} instead "
                             "(np.save(path, np.asarray(x, dtype=np.float32)))") from None
         raise McrxError(f"{path}: not a readable .npy {what} ({exc})") from None
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, MemoryError) as exc:
         raise McrxError(f"{path}: not a readable .npy {what} ({exc})") from None
 
 
