@@ -15,6 +15,7 @@ from rich.table import Table
 
 from mcrx.cli.app import app, user_errors
 from mcrx.errors import McrxError
+from mcrx.search.files import display_path
 from mcrx.ui.console import console
 
 ModelArg = Annotated[Path, typer.Argument(
@@ -33,6 +34,7 @@ def embed_items(model, modality: str, inputs: list[str]) -> tuple[list[str], lis
     """(ids, encoder items) for ``inputs``: files and folders of ``modality``; for text also
     literal strings, a ``.txt`` file giving one text per non-empty line."""
     from mcrx.search.files import encoder_item, expand_inputs
+    from mcrx.store.inputs import npy_header
 
     def encoder_for(name: str):
         return model.space(model.space_of(name)).encoder(name)
@@ -52,6 +54,8 @@ def embed_items(model, modality: str, inputs: list[str]) -> tuple[list[str], lis
                     items.append(line.strip())
         else:
             for file, _ in expand_inputs([raw], modality, model.modalities, encoder_for):
+                if file.suffix.lower() == ".npy":  # bounds before the encoder reads it
+                    npy_header(file, f"{modality} item")
                 ids.append(str(file))
                 items.append(encoder_item(file, modality))
     if not items:
@@ -118,8 +122,8 @@ def embed(
     ids_path = output.with_suffix(".ids.json")
     write_json_atomic(ids_path, ids)
     console.print(f"wrote {len(ids):,} × {vectors.shape[1]} vectors to "
-                  f"[bold]{escape(str(output))}[/] and their ids to {escape(str(ids_path))}",
-                  highlight=False)
+                  f"[bold]{escape(display_path(output))}[/] and their ids to "
+                  f"{escape(display_path(ids_path))}", highlight=False)
 
 
 # -- index ----------------------------------------------------------------------------------
@@ -137,6 +141,12 @@ def index(
         help="items of one modality above which its index is IVF instead of exact "
         "(default 200000; stored in the collection)")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    rebuild: Annotated[bool, typer.Option(
+        "--rebuild", help="set a damaged database aside (items.sqlite.damaged) and index "
+        "the files again into a new one")] = False,
+    follow_links: Annotated[bool, typer.Option(
+        "--follow-links", help="also index files that symbolic links in the folders lead "
+        "to outside them (default: skipped)")] = False,
     progress: ProgressOption = True,
 ) -> None:
     """Embed files into a collection (faiss + SQLite), creating it if needed.
@@ -154,25 +164,30 @@ def index(
     """
     from mcrx.search.collection import Collection
 
-    with Collection(collection, model=model, ivf_threshold=ivf_threshold) as opened:
-        report = opened.index([str(p) for p in inputs], modality, show_progress=progress)
+    with Collection(collection, model=model, ivf_threshold=ivf_threshold,
+                    rebuild=rebuild) as opened:
+        report = opened.index([str(p) for p in inputs], modality, show_progress=progress,
+                              follow_links=follow_links)
         info = opened.info()
     if json_output:
         print(json.dumps({"report": report.as_dict(), "collection": info}, indent=2))
-    for path, error in report.failed[:20]:
-        console.print(f"[yellow]skipped[/] {escape(path)}: {escape(error)}", highlight=False)
-    if len(report.failed) > 20:
-        console.print(f"[yellow]skipped[/] {len(report.failed) - 20} more files")
+    for label, entries in (("failed", report.failed), ("skipped", report.skipped)):
+        for path, error in entries[:20]:
+            console.print(f"[yellow]{label}[/] {escape(display_path(path))}: "
+                          f"{escape(display_path(error))}", highlight=False)
+        if len(entries) > 20:
+            console.print(f"[yellow]{label}[/] {len(entries) - 20} more files")
     parts = [f"{report.added:,} new", f"{report.changed:,} changed"]
     parts += [f"{n:,} {what}" for n, what in [
         (report.reused, "copies (vector reused)"),
         (report.touched, "touched (same content, not re-embedded)"),
         (report.unchanged, "unchanged"), (report.dropped, "dropped (files gone)"),
-        (len(report.failed), "failed")] if n]
+        (len(report.failed), "failed"), (len(report.skipped), "skipped")] if n]
     console.print(f"[green]indexed[/] {', '.join(parts)} in {report.seconds:.1f} s",
                   highlight=False)
     counts = ", ".join(f"{m} {n:,} ({info['indexes'][m]})" for m, n in info["counts"].items())
-    console.print(f"{escape(str(collection))}: {info['items']:,} items: {counts or 'none'}",
+    console.print(f"{escape(display_path(collection))}: {info['items']:,} items: "
+                  f"{counts or 'none'}",
                   highlight=False)
     if report.failed and not (report.embedded or report.reused or info["items"]):
         raise typer.Exit(1)
@@ -230,17 +245,18 @@ def search(
     if json_output:
         for hit in hits:
             print(json.dumps(hit.as_dict()))
-    elif paths:
+    elif paths:  # one line per hit, whatever the name holds (see display_path)
         for hit in hits:
-            print(hit.path)
+            print(display_path(hit.path))
     else:
-        table = Table(title=escape(' '.join(query)), title_justify="left", show_edge=False)
+        table = Table(title=escape(display_path(' '.join(query))), title_justify="left",
+                      show_edge=False)
         for column, justify in [("#", "right"), ("score", "right"), ("modality", "left"),
                                 ("id", "right"), ("path", "left")]:
             table.add_column(column, justify=justify)  # type: ignore[arg-type]
         for rank, hit in enumerate(hits, 1):
             table.add_row(str(rank), f"{hit.score:.3f}", hit.modality, str(hit.id),
-                          escape(hit.path))
+                          escape(display_path(hit.path)))
         Console(file=sys.stdout).print(table)
         if not hits:
             console.print("no results (is the collection empty for these modalities?)")
@@ -281,7 +297,7 @@ def serve(
     if host not in ("127.0.0.1", "localhost", "::1"):
         console.print(f"[yellow]warning[/]: serving on {host}: anyone who can reach this "
                       "address can search these collections and read their files")
-    console.print(f"serving {', '.join(str(p) for p in collections)} on "
+    console.print(f"serving {escape(', '.join(display_path(p) for p in collections))} on "
                   f"[bold]http://{'[' + host + ']' if ':' in host else host}:{port}/[/] "
                   "(Ctrl+C stops)", highlight=False)
     run_server(opened, host=host, port=port, max_upload_bytes=int(max_upload_mb * 1024 * 1024))

@@ -212,6 +212,18 @@ def check_manifest(path: Path, manifest: Any) -> dict[str, Any]:
     for modality, space in model.embedders.items():
         if space not in model.spaces:
             raise bad(f"embedders.{modality}: unknown space {space!r}")
+    # the widths must agree: the connectors are built from each spec, and a collection
+    # sizes its vectors by ``dim``
+    if model.target == "parent" and model.dim != model.spaces[model.base].dim:
+        raise bad(f"dim is {model.dim}, but the base {model.base!r} is "
+                  f"{model.spaces[model.base].dim}-d (vectors of this model live there)")
+    for leaf in model.leaves:
+        for key, space in (("leaf_dim", leaf.space), ("parent_dim", leaf.parent)):
+            if key in leaf.connector.spec and leaf.connector.spec[key] != \
+                    model.spaces[space].dim:
+                raise bad(f"leaf {leaf.space!r}: connector.spec.{key} is "
+                          f"{leaf.connector.spec[key]!r}, but {space!r} is "
+                          f"{model.spaces[space].dim}-d")
     for leaf in model.leaves:
         inside(path, leaf.file, f"leaf {leaf.space!r} file")
     return manifest
@@ -295,8 +307,58 @@ def load_connectors(path: str | Path, manifest: dict[str, Any], registry: Regist
             detail = " ".join(line.strip() for line in first[:4])
             raise McrxError(f"{where}: the weights in {leaf['file']} do not fit the "
                             f"connector ({detail})") from None
+        _check_weights(path / leaf["file"], weights)
+        _check_widths(path / leaf["file"], manifest, leaf, spec, connector)
         connectors[leaf["space"]] = connector
     return connectors
+
+
+def _check_weights(file: Path, weights: dict[str, Any]) -> None:
+    """Every floating-point tensor of a connector file holds finite numbers: a NaN or
+    infinite weight makes every vector NaN (a model would load, embed and index NaN)."""
+    import torch
+
+    for name, tensor in weights.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise McrxError(f"{file}: the weight {name!r} holds {bad:,} NaN or infinite "
+                            f"values of {tensor.numel():,}; the model is broken (re-train "
+                            "or restore it)")
+
+
+def _check_widths(file: Path, manifest: dict[str, Any], leaf: dict[str, Any], spec: Any,
+                  connector: Any) -> None:
+    """Project a probe through the connector and check the width that comes out against
+    the manifest: the parent space's ``dim`` (Ex-MCR hops towards the base), or the
+    model's ``dim`` (C-MCR's new space), on each side."""
+    import torch
+
+    spaces = manifest["spaces"]
+    if manifest.get("target", "parent") == "new":
+        expected = int(manifest["dim"])
+        probes = [("leaf", leaf["modality"], spec.leaf_dim, expected),
+                  ("parent", leaf["parent_modality"], spec.parent_dim, expected)]
+    else:
+        probes = [("leaf", leaf["modality"], spec.leaf_dim, int(spaces[leaf["parent"]]["dim"]))]
+    training = connector.training
+    connector.eval()
+    try:
+        for side, modality, width, expected in probes:
+            with torch.no_grad():
+                try:
+                    out = connector.project(side, modality, torch.ones(2, width) / width ** .5)
+                except Exception as exc:  # a spec that contradicts the weights
+                    raise McrxError(f"{file}: the connector cannot map {width}-d {modality} "
+                                    f"vectors ({type(exc).__name__}: {exc})") from None
+            if out.ndim != 2 or out.shape[1] != expected:
+                raise McrxError(f"{file}: the connector maps {modality} to "
+                                f"{tuple(out.shape)[1:]} values, but the manifest says "
+                                f"{expected}-d (dim)")
+            if not bool(torch.isfinite(out).all()):
+                raise McrxError(f"{file}: the connector maps {modality} to NaN or infinity; "
+                                "the model is broken")
+    finally:
+        connector.train(training)
 
 
 # ---------------------------------------------------------------------------------------

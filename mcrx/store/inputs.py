@@ -34,6 +34,11 @@ def npy_header(path: Path, what: str = "array", max_rows: int | None = None
             size = os.fstat(handle.fileno()).st_size
             if size == 0:
                 raise McrxError(f"{path}: the file is empty (expected a .npy {what})")
+            if handle.read(1) == b"\x80":  # a pickle's PROTO opcode (np.load's own test)
+                raise McrxError(f"{path}: holds pickled Python objects, not a .npy {what}; "
+                                "mcrx never unpickles files. Save a numeric array with "
+                                "np.save(path, np.asarray(x, dtype=np.float32))")
+            handle.seek(0)
             version = fmt.read_magic(handle)
             if version == (1, 0):
                 shape, fortran, dtype = fmt.read_array_header_1_0(handle)
