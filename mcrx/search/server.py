@@ -87,6 +87,8 @@ PREVIEW_CACHE_BYTES = 64 * 1024 * 1024
 PREVIEW_READ_LIMIT = 32 * 1024 * 1024
 #: bytes of a text item read to show it in a result
 TEXT_READ_LIMIT = 64 * 1024
+#: rows an uploaded ``.npy`` may claim (a query is one item: a vector, a waveform, a cloud)
+UPLOAD_MAX_ROWS = 1_000_000
 LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
 OUTSIDE_FILES = ("only files of the collection can be named here, as the collection "
                  "records them (or #id); drop the file on the page to search with it")
@@ -200,7 +202,7 @@ class _Guard:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body:
-                    raise HTTPException(413, self._too_large())
+                    raise HTTPException(413, self._too_large(), {"Connection": "close"})
             return message
 
         await self.app(scope, counted, send_with_headers)
@@ -386,13 +388,14 @@ def create_app(
             if not text:
                 raise McrxError("the uploaded text is empty")
             return embed_text(c, text)
-        if path.suffix == ".npy":
-            from mcrx.store.inputs import load_npy
-
-            # header against the file's size (and row limit) before anything is allocated;
-            # mapped, not read: checking costs no copy
-            load_npy(path, f"uploaded {modality} array", mmap=True)
         try:
+            if path.suffix == ".npy":
+                from mcrx.store.inputs import load_npy
+
+                # header against the file's size and a row limit before anything is
+                # allocated; mapped, not read: checking costs no copy
+                load_npy(path, f"uploaded {modality} array", mmap=True,
+                         max_rows=UPLOAD_MAX_ROWS)
             return c.model.embed(modality, [str(path)]).numpy()[0].astype(np.float32)
         except McrxError as exc:
             raise McrxError(str(exc).replace(str(path), "(uploaded file)")) from None

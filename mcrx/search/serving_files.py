@@ -16,9 +16,7 @@ Two rules, both checked at serving time rather than when a file was indexed:
 
 from __future__ import annotations
 
-import errno
 import os
-import stat
 import sys
 import threading
 from collections.abc import Iterator
@@ -33,52 +31,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def open_item(collection: Collection, item_id: int) -> BinaryIO:
     """The open file of item ``item_id``, as indexed; McrxError when it cannot be served
-    (gone, now a link or under one, another file, changed since it was indexed)."""
-    opener = getattr(collection, "open_indexed_file", None)
-    if opener is not None:
-        return opener(item_id)
-    return _open_indexed_file(collection, item_id)  # pragma: no cover - until it lands
-
-
-def _open_indexed_file(collection: Collection, item_id: int) -> BinaryIO:
-    """Stand-in for ``Collection.open_indexed_file`` (same contract) for a collection
-    module that does not have it yet: open the recorded (absolute, resolved) path without
-    following a link, then check that the path of the open file is still the recorded one
-    (a link in a parent folder changes it) and that its size and mtime are the row's."""
-    item = collection.item(item_id)
-    if item is None:
-        raise McrxError(f"collection {collection.path} has no item #{item_id}")
-    flags = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-             | getattr(os, "O_NONBLOCK", 0))  # a FIFO put in its place must not block us
-    try:
-        fd = os.open(item.path, flags)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise McrxError(f"item #{item_id}: its file is now a symbolic link; re-index "
-                            "to serve what it points to") from None
-        raise McrxError(f"item #{item_id}: its file cannot be opened "
-                        f"({exc.strerror or exc})") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise McrxError(f"item #{item_id}: its path no longer holds a regular file")
-        proc = f"/proc/self/fd/{fd}"
-        actual = os.readlink(proc) if os.path.exists(proc) else os.path.realpath(item.path)
-        if actual != item.path:
-            raise McrxError(f"item #{item_id}: its path now leads to another file (a "
-                            "folder on the way was replaced by a link); re-index")
-        recorded = (item.size, item.mtime_ns)
-        if (info.st_size, info.st_mtime_ns) != recorded:
-            raise McrxError(f"item #{item_id}: its file changed since it was indexed; "
-                            "re-index")
-        for field, value in (("dev", info.st_dev), ("ino", info.st_ino)):
-            if getattr(item, field, None) not in (None, value):
-                raise McrxError(f"item #{item_id}: its path holds another file than the "
-                                "one indexed; re-index")
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
+    (gone, outside the collection's roots, a link on its path, another or a changed file):
+    :meth:`Collection.open_indexed_file <mcrx.search.collection.Collection.open_indexed_file>`."""
+    return collection.open_indexed_file(item_id)
 
 
 def read_bounded(file: BinaryIO, limit: int) -> tuple[bytes, bool]:
