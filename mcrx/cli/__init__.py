@@ -8,7 +8,7 @@ from importlib import import_module
 from mcrx.cli.app import app
 
 #: the core's command groups, in the order --help shows them
-COMMAND_GROUPS = ("run", "plan", "evaluate", "info", "official", "model", "search")
+COMMAND_GROUPS = ("run", "plan", "evaluate", "info", "official", "model", "search", "cache")
 
 for _group in COMMAND_GROUPS:
     import_module(f"mcrx.cli.{_group}")

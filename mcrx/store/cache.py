@@ -196,7 +196,7 @@ def entry_problem(entry: Entry, full: bool = False) -> str | None:
     if entry.kind == "memories":
         from mcrx.store.memory import memory_problem
 
-        return memory_problem(entry.path, full=full, upgrade=False)
+        return memory_problem(entry.path, full=full, upgrade=False, normalized=True)
     if entry.kind == "pairs":
         from mcrx.store.pairs import pairs_problem
 

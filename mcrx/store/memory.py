@@ -221,15 +221,18 @@ class Memory:
                 stop = min(start + block, self.count)
                 rows = self.read(start, stop, dtype=dtype, out=buffer[: stop - start],
                                  keep_mapped=False)
-                non_finite, zero = bad_rows(rows)
-                if len(non_finite) or len(zero):  # as a user's file's rows are refused
-                    first = int(np.concatenate([non_finite, zero]).min()) + start
+                normalized = normalize_rows_(torch.from_numpy(rows), block)
+                # as a user's file's rows are refused: NaN/Inf, or all zero (no direction);
+                # the cheap test on the normalised block, the row named only when it fails
+                if not (torch.isfinite(normalized).all()
+                        and normalized.abs().amax(dim=1).gt(0).all()):
+                    non_finite, zero = bad_rows(self.read(start, stop, keep_mapped=False))
+                    first = int(np.concatenate([non_finite, zero, [len(rows)]]).min()) + start
                     raise McrxError(
                         f"{self.path}: the cached memory holds NaN, infinite or all-zero "
                         f"rows (first: row {first}); delete the entry to encode it again "
                         f"(rm -r {self.path})")
-                out[start : start + len(rows)] = normalize_rows_(torch.from_numpy(rows),
-                                                                 block).numpy()
+                out[start : start + len(rows)] = normalized.numpy()
             out.flush()
             del out
 
@@ -245,14 +248,17 @@ def record_memory(path: Path) -> dict[str, Any]:
     return integrity.record_files(path, memory_files(path, memory.manifest), "memory")
 
 
-def memory_problem(path: Path, full: bool = False, upgrade: bool = True) -> str | None:
+def memory_problem(path: Path, full: bool = False, upgrade: bool = True,
+                   normalized: bool = False) -> str | None:
     """Why the cached memory at ``path`` must not be used (a missing, truncated or rewritten
     file, an unreadable manifest or record, NaN/Inf rows), or None: absent, incomplete
     (encoding resumes it) or whole. Sizes and sampled digests are compared on every call
     (``full``: every byte). A complete memory without a record (an earlier mcrx's) is
     checked once the long way — every shard's shape against its manifest, every row finite
     — and, with ``upgrade`` (the caller holds the entry's lock), its record written: it is
-    then checked like any other, never re-encoded."""
+    then checked like any other, never re-encoded. The normalised copies are checked with
+    ``normalized`` only (``mcrx cache verify``): a run rewrites a damaged one from the shards
+    (:meth:`Memory.mapped_tensor`) instead of encoding the memory again."""
     path = Path(path)
     if not (path / MANIFEST).is_file():
         return None
@@ -262,12 +268,14 @@ def memory_problem(path: Path, full: bool = False, upgrade: bool = True) -> str 
         return f"{MANIFEST} is not a memory manifest mcrx wrote"
     if not memory.complete:
         return None
-    record, problem = integrity.check_entry(path, full=full, refresh=upgrade)
+    own = memory_files(path, memory.manifest)
+    record, problem = integrity.check_entry(path, full=full, refresh=upgrade,
+                                            names=None if normalized else own)
     if problem is not None:
         return problem
     if record is not None:
         names = set(record["files"])
-        missing = [name for name in memory_files(path, memory.manifest) if name not in names]
+        missing = [name for name in own if name not in names]
         return f"{missing[0]} is not in the entry's record" if missing else None
     return _check_unrecorded(memory, upgrade)
 
