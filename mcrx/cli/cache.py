@@ -71,7 +71,8 @@ def list_(kind: KindOption = None, json_output: JsonOption = False) -> None:
     if not found:
         print(f"the cache at {_root()} holds no entries")
         return
-    table = Table(title=f"mcrx cache: {escape(str(_root()))}", title_justify="left")
+    table = Table(title=f"mcrx cache: {escape(str(_root()))}", title_justify="left",
+                  box=None, header_style="bold")
     for column in ("kind", "space", "modality", "rows", "dtype", "size", "last used",
                    "used by", "entry"):
         table.add_column(column, justify="right" if column in ("rows", "size") else "left")
@@ -85,7 +86,9 @@ def list_(kind: KindOption = None, json_output: JsonOption = False) -> None:
                       + ("" if entry.complete else " (incomplete)"))
     from rich.console import Console
 
-    Console(soft_wrap=True).print(table)
+    # stdout, wide enough for whole paths whatever the terminal (a pipe is 80 columns)
+    wide = Console()
+    Console(width=max(wide.width, 200)).print(table)
 
 
 @cache_app.command()

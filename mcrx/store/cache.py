@@ -166,7 +166,8 @@ def _describe(kind: str, path: Path) -> Entry:
     entry.runs = [r for r in used.get("runs", []) if isinstance(r, str)]
     written = max((p.stat().st_mtime for p in (integrity.record_path(path), path)
                    if p.exists()), default=0.0)
-    entry.last_used = float(used.get("last_used_s") or written)
+    noted = used.get("last_used_s")
+    entry.last_used = float(noted) if isinstance(noted, (int, float)) else written
     return entry
 
 
