@@ -123,3 +123,50 @@ def test_a_bad_query_shows_the_error(page):
     expect(page.locator("#error")).to_be_visible()
     expect(page.locator("#error")).to_contain_text("raw vectors")
     expect(page.locator("#results li.result")).to_have_count(0)
+
+
+def test_a_link_with_a_query_runs_it_and_each_search_sets_the_address(page, server,
+                                                                       demo_collection):
+    with Collection(demo_collection) as collection:
+        first, second = [item.id for item in collection.items("image")][:2]
+    page.goto(f"{server.url}/?q=%23{first}&n=5")
+    rows = page.locator("#results li.result")
+    expect(rows).to_have_count(5)
+    expect(rows.first).to_have_attribute("data-id", str(first))
+    expect(page.locator("#q")).to_have_value(f"#{first}")
+
+    page.fill("#q", f"#{second}")
+    page.press("#q", "Enter")
+    expect(rows.first).to_have_attribute("data-id", str(second))
+    assert f"q=%23{second}" in page.url and "n=5" in page.url
+    page.go_back()  # the previous address: its search again
+    expect(rows.first).to_have_attribute("data-id", str(first))
+    expect(page.locator("#q")).to_have_value(f"#{first}")
+
+
+def test_a_late_answer_never_replaces_the_latest(page, demo_collection):
+    with Collection(demo_collection) as collection:
+        first, second = [item.id for item in collection.items("audio")][:2]
+    held = []
+
+    def hold_the_first(route) -> None:
+        if not held:
+            held.append(route)  # answered only after the second search has shown
+        else:
+            route.continue_()
+
+    page.route("**/api/search", hold_the_first)
+    page.fill("#q", f"#{first}")
+    page.press("#q", "Enter")
+    expect(page.locator("#status")).to_have_text("searching…")
+    page.fill("#q", f"#{second}")
+    page.press("#q", "Enter")
+    rows = page.locator("#results li.result")
+    expect(rows.first).to_have_attribute("data-id", str(second))
+    try:
+        held[0].continue_()  # the late answer (the page aborted it: it may be refused)
+    except Exception:  # noqa: BLE001 - playwright's error for an aborted request
+        pass
+    page.wait_for_timeout(1500)
+    assert result_ids(page)[0] == second
+    expect(page.locator("#error")).to_be_hidden()
