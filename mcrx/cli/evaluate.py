@@ -45,12 +45,67 @@ def read_evaluation_sets(path: Path, overrides: list[str] | None = None) -> list
     return sets
 
 
+def is_evaluation_file(path: Path, overrides: list[str] | None = None) -> bool:
+    """Whether ``path`` holds evaluation sets alone (``evaluation:`` without a recipe's
+    ``method``/``base``/``leaves``/``memories``); False for a recipe or a file not read."""
+    from mcrx.recipe.load import apply_overrides, read_recipe_yaml
+
+    try:
+        raw = apply_overrides(read_recipe_yaml(path), overrides or [])
+    except McrxError:
+        return False  # the recipe loader reports it
+    return isinstance(raw, dict) and "evaluation" in raw and not any(k in raw
+                                                                     for k in RECIPE_KEYS)
+
+
 def model_labels(paths: list[Path]) -> list[str]:
-    """Short names for the report: folder names (the run folder when it is ``.../model``),
-    the whole path where two would collide."""
-    labels = [p.parent.name if p.name == "model" and p.parent.name else p.name for p in paths]
-    return [str(p) if labels.count(label) > 1 else label for p, label in zip(paths, labels,
-                                                                             strict=True)]
+    """Short, distinct names for the report and the figures' files: folder names (the run
+    folder when it is ``.../model``), the whole path where two would collide, and ``#2``,
+    ``#3`` after a name given again (the same folder twice) or whose file-name form
+    (:func:`mcrx.ui.plots.slug`) another already has."""
+    from mcrx.ui.plots import slug
+
+    short = [p.parent.name if p.name == "model" and p.parent.name else p.name for p in paths]
+    owners: dict[str, set[Path]] = {}
+    for path, label in zip(paths, short, strict=True):
+        owners.setdefault(label, set()).add(path)
+    labels = [str(p) if len(owners[label]) > 1 else label
+              for p, label in zip(paths, short, strict=True)]
+    out: list[str] = []
+    for label in labels:
+        unique, n = label, 1
+        while unique in out or slug(unique) in {slug(o) for o in out}:
+            n += 1
+            unique = f"{label} #{n}"
+        out.append(unique)
+    return out
+
+
+def check_before_encoding(evaluation_path: Path, sets: list[Any], models: list[tuple[str, Any]],
+                          registry) -> None:
+    """Everything ``mcrx validate`` checks of the sets (files, row and label counts per set
+    and modality, pairs of equal length, classes, table files given as text inputs), for the
+    spaces these models read each modality with, and that every set is scored by at least
+    one model; all problems raised together before anything is encoded."""
+    from mcrx.recipe.check import evaluation_problems
+    from mcrx.stages.evaluate_model import coverage
+
+    spaces_of: dict[str, list[str]] = {}
+    for _, model in models:
+        for modality in model.modalities:
+            space = model.space_of(modality)
+            if space not in spaces_of.setdefault(modality, []):
+                spaces_of[modality].append(space)
+    errors = evaluation_problems(sets, registry, spaces_of, spaces_of.get("text", []),
+                                 check_files=True, extra_embeddings=True)
+    for j, evaluation in enumerate(sets):
+        reasons = [f"{label}: {coverage(model, evaluation)[1]}" for label, model in models
+                   if coverage(model, evaluation)[1] is not None]
+        if len(reasons) == len(models):
+            errors.append((f"evaluation.{j}", f"set {evaluation.name!r}: no model given can "
+                           f"score it ({'; '.join(reasons)})"))
+    if errors:
+        raise RecipeError(str(evaluation_path), errors)
 
 
 @app.command()
@@ -102,6 +157,13 @@ def evaluate(
     or class (torch.argmax's rule); chance levels are exact expectations of
     a random ranking (R@k hypergeometric, AP Bestgen 2015, top-k k/C).
 
+    Checked before anything is encoded (as `mcrx validate EVAL.yaml`): files,
+    item and label counts per set and modality, pairs sets of equal length,
+    classes, a .csv/.json given as `inputs:` (read it with its dataset).
+    Models covering different modalities are each scored on what they embed
+    (the rest "—" in the report, `not_covered` in metrics.json); degenerate
+    embeddings (all rows nearly one vector) are flagged (`degenerate`).
+
     Example, the authors' heads beside your own run on the same sets:
 
       mcrx evaluate models/exmcr runs/audio_3d/model eval.yaml --out runs/cmp
@@ -113,7 +175,13 @@ def evaluate(
     from mcrx.stages.evaluate_model import evaluate_unified_model
     from mcrx.store.atomic import write_json_atomic, write_text_atomic
     from mcrx.ui.plots import write_figures
-    from mcrx.ui.report import comparison_markdown, comparison_table, metrics_table, zeroshot_table
+    from mcrx.ui.report import (
+        attention_lines,
+        comparison_markdown,
+        comparison_table,
+        metrics_table,
+        zeroshot_table,
+    )
 
     if len(arguments) < 2:
         raise McrxError("give at least one model folder and then the evaluation YAML "
@@ -126,11 +194,13 @@ def evaluate(
     registry = get_registry()
     resolve_device(device)  # a bad name fails before any work
     out = out or Path("runs") / f"evaluate-{evaluation_path.stem}"
+    loaded = [(label, UnifiedModel.load(path, registry, device=device))
+              for path, label in zip(model_paths, model_labels(model_paths), strict=True)]
+    check_before_encoding(evaluation_path, sets, loaded, registry)  # before any encoding
 
     models, pca = [], {}
-    for path, label in zip(model_paths, model_labels(model_paths), strict=True):
+    for path, (label, model) in zip(model_paths, loaded, strict=True):
         console.rule(f"[bold]evaluate {label}")
-        model = UnifiedModel.load(path, registry, device=device)
         metrics, scored = evaluate_unified_model(model, sets, registry, show_progress=progress,
                                                  workers=workers, name=label)
         metrics["source"] = str(path)
@@ -152,5 +222,7 @@ def evaluate(
     table = zeroshot_table(models)
     if table is not None:
         console.print(table)
+    for line in attention_lines(models):
+        console.print(f"[yellow]warning[/] {escape(line)}", highlight=False)
     console.print(f"report: [bold]{escape(str(out / 'report.md'))}[/]   "
                   f"metrics: {escape(str(out / 'metrics.json'))}", highlight=False)

@@ -28,6 +28,25 @@ from mcrx.recipe.schema import EMBEDDING_SUFFIXES, DataSource, EvaluationSet, Re
 #: kernel filesystems: writing a run there fails in odd ways (or does harm)
 VIRTUAL_FILESYSTEMS = (Path("/proc"), Path("/sys"), Path("/dev"))
 LABEL_SUFFIXES = (".npy", ".txt")
+#: files that hold a table of items: as ``inputs:`` they would be one item, their own path
+TABLE_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl")
+#: the benchmark datasets that read such tables (mcrx/datasets), by the table's suffix
+TABLE_DATASETS = {".csv": "mcrx/audiocaps (test.csv), mcrx/clotho "
+                          "(clotho_captions_evaluation.csv) or mcrx/esc50 (meta/esc50.csv)",
+                  ".json": "mcrx/coco or mcrx/flickr30k (Karpathy's dataset_*.json), "
+                           "mcrx/wavcaps-retrieval or mcrx/objaverse-lvis (lvis.json)"}
+
+
+def table_inputs_message(path: Path, modality: str) -> str:
+    """Why a .csv/.json file is refused as ``inputs:`` and what to give instead."""
+    suffix = path.suffix.lower()
+    datasets = TABLE_DATASETS.get(suffix if suffix in TABLE_DATASETS else
+                                  ".csv" if suffix == ".tsv" else ".json")
+    one = ("a .txt file with one caption per line (ids or classes in 'labels:')"
+           if modality == "text" else "a folder of files, a .txt file of paths or a .npy array")
+    return (f"{path} is a {suffix} table: as 'inputs:' it would be a single {modality} item "
+            f"(its own path). Read it with its dataset ({datasets}: 'dataset:' with "
+            f"params.root), or give {one}")
 
 
 def _check_params(spec, params, loc: str, errors: list[tuple[str, str]],
@@ -50,9 +69,22 @@ def _check_params(spec, params, loc: str, errors: list[tuple[str, str]],
 
 
 def _check_source(
-    source: DataSource, modality: str, spaces: list[str], loc: str, registry: Registry,
-    errors: list[tuple[str, str]], check_files: bool,
+    source: DataSource, modality: str, spaces: list[str] | None, loc: str, registry: Registry,
+    errors: list[tuple[str, str]], check_files: bool, extra_embeddings: bool = False,
 ) -> None:
+    """One source: its dataset (name, modality, params, root folder), its embeddings (for
+    ``spaces``, the spaces that will read it; None: any registered space of ``modality``,
+    as for an evaluation file checked alone; ``extra_embeddings``: files for other spaces
+    are allowed, as for models compared side by side), its files."""
+    if spaces is None:
+        extra_embeddings = True
+        for space in source.embeddings:
+            if not registry.has("space", space):
+                errors.append((f"{loc}.embeddings.{space}", f"unknown space {space!r}"))
+            elif (registry.space(space).modalities
+                  and modality not in registry.space(space).modalities):
+                errors.append((f"{loc}.embeddings.{space}", f"{space} does not embed "
+                               f"{modality!r} (it has {list(registry.space(space).modalities)})"))
     if source.dataset:
         try:
             spec = registry.dataset(source.dataset)
@@ -68,12 +100,12 @@ def _check_source(
                 errors.append((f"{loc}.params.root", f"folder not found: {root} (the folder "
                                f"{source.dataset} was downloaded into)"))
     for space in source.embeddings:
-        if space not in spaces:
+        if not extra_embeddings and space not in (spaces or []):
             errors.append((f"{loc}.embeddings.{space}",
                            f"{space} does not need {modality!r} embeddings here "
                            f"(spaces that do: {spaces})"))
     if not (source.dataset or source.inputs):
-        missing = [s for s in spaces if s not in source.embeddings]
+        missing = [s for s in spaces or [] if s not in source.embeddings]
         if missing:
             errors.append((f"{loc}.embeddings", f"no embeddings for {missing} and no "
                            "'dataset' or 'inputs' to encode them from"))
@@ -92,6 +124,8 @@ def _check_source(
         for field, path in (("inputs", source.inputs), ("labels", source.labels)):
             if path is not None and not path.exists():
                 errors.append((f"{loc}.{field}", f"not found: {path}"))
+        if source.inputs is not None and source.inputs.suffix.lower() in TABLE_SUFFIXES:
+            errors.append((f"{loc}.inputs", table_inputs_message(source.inputs, modality)))
         if source.labels is not None and source.labels.exists():
             if source.labels.is_dir():
                 errors.append((f"{loc}.labels", f"{source.labels} is a folder; expected a "
@@ -159,12 +193,43 @@ def _label_count(path: Path) -> int:
     return int(labels.shape[0])
 
 
+def _built_dataset(source: DataSource, registry: Registry, built: dict | None):
+    """The dataset a source names, built once per name and params in one check."""
+    built = {} if built is None else built
+    key = (source.dataset, repr(sorted(source.params.items())))
+    if key not in built:
+        built[key] = registry.dataset(source.dataset).build(params=source.params)
+    return built[key]
+
+
+def _dataset_rows(source: DataSource, modality: str, loc: str, registry: Registry,
+                  errors: list[tuple[str, str]], built: dict | None) -> int | None:
+    """How many items a dataset source gives (its items listed, nothing encoded); None when
+    the dataset is unknown or its plugin fails in a way it does not explain."""
+    if not registry.has("dataset", source.dataset):
+        return None  # reported by _check_source
+    try:
+        count = len(_built_dataset(source, registry, built).items(modality))
+    except (McrxError, OSError, ValueError, KeyError) as exc:
+        errors.append((f"{loc}.dataset", f"dataset {source.dataset} cannot list its "
+                       f"{modality} items: {exc}"))
+        return None
+    except Exception:  # noqa: BLE001  (a plugin's own failure: the run reports it)
+        return None
+    return min(count, source.limit) if source.limit else count
+
+
 def _row_count(source: DataSource, loc: str, registry: Registry,
-               errors: list[tuple[str, str]]) -> int | None:
-    """Rows a file source gives (after ``limit``), None for a dataset (its plugin's to say) or
-    a source already reported. Every embedding file of the source must agree."""
+               errors: list[tuple[str, str]], modality: str | None = None,
+               built: dict | None = None) -> int | None:
+    """Rows a source gives (after ``limit``): its files, or with ``modality`` its dataset's
+    listed items; None when unknown or already reported. Every file of the source must
+    agree."""
     from mcrx.store.inputs import read_embeddings, read_inputs
 
+    if source.dataset and modality is not None and not any(
+            e[0].startswith(loc) for e in errors):
+        return _dataset_rows(source, modality, loc, registry, errors, built)
     counts: dict[str, int] = {}
     for space, path in source.embeddings.items():
         if not path.is_file() or path.suffix not in EMBEDDING_SUFFIXES:
@@ -178,8 +243,8 @@ def _row_count(source: DataSource, loc: str, registry: Registry,
             errors.append((f"{loc}.embeddings.{space}", str(exc)))
             return None
     if source.inputs is not None and not source.dataset:
-        if not source.inputs.exists():
-            return None
+        if not source.inputs.exists() or source.inputs.suffix.lower() in TABLE_SUFFIXES:
+            return None  # reported by _check_source
         try:
             counts["inputs"] = len(read_inputs(source.inputs))
         except McrxError as exc:
@@ -190,7 +255,8 @@ def _row_count(source: DataSource, loc: str, registry: Registry,
             return None
     if len(set(counts.values())) > 1:
         errors.append((loc, "row-aligned sources differ in length: " + ", ".join(
-            f"{where} {count:,}" for where, count in counts.items())))
+            f"{where} {_path_of(source, where)} {count:,}"
+            for where, count in counts.items())))
         return None
     if not counts:
         return None
@@ -198,24 +264,71 @@ def _row_count(source: DataSource, loc: str, registry: Registry,
     return min(rows, source.limit) if source.limit else rows
 
 
+def _path_of(source: DataSource, field: str) -> str:
+    """The file behind ``inputs``/``labels``/``embeddings.<space>`` of a source, or its
+    dataset: what a message names."""
+    if field.startswith("embeddings."):
+        return f"({source.embeddings[field.split('.', 1)[1]]})"
+    path = getattr(source, field, None)
+    return f"({path})" if path is not None else f"(dataset {source.dataset})"
+
+
+def _what(source: DataSource) -> str:
+    """A source as a message names it: its inputs file or folder, dataset, or embeddings."""
+    if source.inputs is not None:
+        return str(source.inputs)
+    if source.dataset:
+        return f"dataset {source.dataset}"
+    return ", ".join(str(p) for p in source.embeddings.values())
+
+
+def _read_label_values(path: Path) -> list | np.ndarray | None:
+    """The labels of a .txt or .npy file as written (None when unreadable: reported)."""
+    from mcrx.store.inputs import read_labels
+
+    try:
+        return read_labels(path)
+    except (McrxError, OSError, ValueError):
+        return None
+
+
 def check_evaluation_set(evaluation: EvaluationSet, loc: str, registry: Registry,
-                         errors: list[tuple[str, str]]) -> None:
-    """What the metrics need of a set's files: items in every modality, one valid label per
-    item where labels are given (and everywhere under ``ground_truth: labels``), the same
-    number of rows in every modality under ``ground_truth: pairs``."""
+                         errors: list[tuple[str, str]], built: dict | None = None) -> None:
+    """What the metrics need of a set's files, known before anything is encoded: items in
+    every modality (files counted, datasets' items listed), one valid label per item where
+    labels are given (and everywhere under ``ground_truth: labels`` and zero-shot), labels
+    that name the set's classes, the same number of rows in every modality under
+    ``ground_truth: pairs``. Every message names the set, and the file or dataset."""
+    from mcrx.metrics.vocabulary import class_vocabulary
+
+    built = {} if built is None else built
+    first = len(errors)
     rows: dict[str, int] = {}
+    needs_classes = evaluation.task == "zeroshot" or evaluation.ground_truth == "labels"
+    names = _set_class_names(evaluation)
     for modality, source in evaluation.data.items():
         where = f"{loc}.data.{modality}"
-        count = _row_count(source, where, registry, errors)
+        count = _row_count(source, where, registry, errors, modality, built)
         if count == 0:
-            errors.append((where, "the set is empty: no items to evaluate"))
+            errors.append((where, f"{_what(source)}: the set is empty: no items to evaluate"))
             continue
         if count is not None:
             rows[modality] = count
         if source.labels is None:
-            if evaluation.ground_truth == "labels" and not source.dataset:
-                errors.append((f"{where}.labels", "ground_truth: labels needs a class label "
-                               "per item: give 'labels' (.npy or .txt, one per item)"))
+            if needs_classes and not source.dataset:
+                task = ("zero-shot needs" if evaluation.task == "zeroshot"
+                        else "ground_truth: labels needs")
+                errors.append((f"{where}.labels", f"{task} a class label per item of "
+                               f"{modality} ({_what(source)}): give 'labels' (.npy or .txt, "
+                               "one per item)"))
+            elif needs_classes and registry.has("dataset", source.dataset or ""):
+                try:
+                    has = _built_dataset(source, registry, built).labels(modality) is not None
+                except Exception:  # noqa: BLE001  (counted above; the run reports it)
+                    has = True
+                if not has:
+                    errors.append((f"{where}.labels", f"dataset {source.dataset} has no class "
+                                   f"labels for {modality}: give 'labels' (one per item)"))
             continue
         if not source.labels.is_file() or source.labels.suffix not in LABEL_SUFFIXES:
             continue  # reported by _check_source
@@ -228,12 +341,122 @@ def check_evaluation_set(evaluation: EvaluationSet, loc: str, registry: Registry
             labels = min(labels, source.limit)
         if count is not None and labels != count:
             errors.append((f"{where}.labels", f"{source.labels} holds {labels:,} labels for "
-                           f"{count:,} items (one label per item)"))
+                           f"{count:,} items of {modality} ({_what(source)}; one label per "
+                           "item)"))
+        elif needs_classes and names is not None:
+            values = _read_label_values(source.labels)
+            if values is not None:
+                try:
+                    class_vocabulary({modality: values}, names, f"{source.labels}",
+                                     report_one_sided=False)
+                except McrxError as exc:
+                    errors.append((f"{where}.labels", str(exc)))
+    if evaluation.task == "zeroshot" and evaluation.prompts is None and (
+            evaluation.classes is None):
+        named = []
+        for source in evaluation.data.values():
+            if source.dataset and registry.has("dataset", source.dataset):
+                try:
+                    named.append(_built_dataset(source, registry, built).classes())
+                except Exception:  # noqa: BLE001  (the run reports the plugin's failure)
+                    named.append(["?"])
+        if not any(named):
+            datasets = sorted({s.dataset for s in evaluation.data.values() if s.dataset})
+            errors.append((f"{loc}.classes", "a zeroshot set needs 'classes' (with "
+                           "'templates'), labelled 'prompts', or a dataset that names its "
+                           "classes" + (f"; {', '.join(datasets)} names none" if datasets
+                                        else "")))
     if (evaluation.task == "retrieval" and evaluation.ground_truth == "pairs"
             and len(set(rows.values())) > 1):
         errors.append((f"{loc}.data", "ground_truth: pairs matches row i of every modality, "
                        "but the modalities differ in length: " + ", ".join(
-                           f"{m} {n:,}" for m, n in rows.items())))
+                           f"{m} {n:,}" for m, n in rows.items()) + " (" + "; ".join(
+                           f"{m}: {_what(evaluation.data[m])}" for m in rows) + ")"))
+    _name_the_set(evaluation, errors, first)
+
+
+def _set_class_names(evaluation: EvaluationSet) -> list[str] | None:
+    """``classes:`` as a list when it can be read without a dataset (a list, a preset, a
+    .txt file that exists), else None."""
+    from mcrx.metrics.templates import CLASS_PRESETS
+
+    classes = evaluation.classes
+    if classes is None or isinstance(classes, list):
+        return classes
+    if classes in CLASS_PRESETS:
+        return list(CLASS_PRESETS[classes])
+    path = Path(classes)
+    if not path.is_file():
+        return None
+    try:
+        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines()
+                if line.strip()]
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _name_the_set(evaluation: EvaluationSet, errors: list[tuple[str, str]], first: int) -> None:
+    """Every problem found since ``first`` names the set it belongs to."""
+    tag = f"set {evaluation.name!r}: "
+    errors[first:] = [(where, message if message.startswith(tag) else tag + message)
+                      for where, message in errors[first:]]
+
+
+def evaluation_problems(
+    sets: list[EvaluationSet], registry: Registry,
+    spaces_of: dict[str, list[str]] | None = None, text_spaces: list[str] | None = None,
+    check_files: bool = True, extra_embeddings: bool = False,
+) -> list[tuple[str, str]]:
+    """Every problem of evaluation sets, as (location, message), each naming its set,
+    modality and file: the checks of a recipe's ``evaluation:`` (:func:`check_recipe`),
+    of an evaluation file alone (``mcrx validate EVAL.yaml``: ``spaces_of`` None, any
+    registered space may read it) and of ``mcrx evaluate`` before it encodes anything
+    (``spaces_of``: the spaces the models compared read each modality with)."""
+    from mcrx.metrics.templates import zeroshot_problems
+
+    errors: list[tuple[str, str]] = []
+    built: dict = {}
+    for j, evaluation in enumerate(sets):
+        first = len(errors)
+        for modality, source in evaluation.data.items():
+            loc = f"evaluation.{j}.data.{modality}"
+            if spaces_of is not None and not spaces_of.get(modality):
+                if not extra_embeddings:
+                    errors.append((loc, f"no space of the recipe embeds {modality!r}"))
+                continue
+            if spaces_of is None and not registry.has("modality", modality):
+                errors.append((loc, f"unknown modality {modality!r}; known: "
+                               f"{registry.names('modality')}"))
+                continue
+            _check_source(source, modality, None if spaces_of is None else spaces_of[modality],
+                          loc, registry, errors, check_files, extra_embeddings)
+        if evaluation.task == "zeroshot":  # the prompts: text of the spaces
+            errors.extend(zeroshot_problems(evaluation, f"evaluation.{j}", check_files))
+            if text_spaces is not None and not text_spaces:
+                errors.append((f"evaluation.{j}", "zero-shot prompts are text, and no "
+                               "space of the recipe embeds text"))
+            elif evaluation.prompts is not None:
+                _check_source(evaluation.prompts, "text",
+                              None if text_spaces is None else text_spaces[:1],
+                              f"evaluation.{j}.prompts", registry, errors, check_files,
+                              extra_embeddings)
+        _name_the_set(evaluation, errors, first)
+        if check_files:
+            check_evaluation_set(evaluation, f"evaluation.{j}", registry, errors, built)
+    return errors
+
+
+def raise_evaluation_problems(source: str, sets: list[EvaluationSet], registry: Registry,
+                              spaces_of: dict[str, list[str]] | None = None,
+                              text_spaces: list[str] | None = None,
+                              check_files: bool = True, extra_embeddings: bool = False) -> None:
+    """:func:`evaluation_problems`, raised together as one :class:`RecipeError`."""
+    from mcrx.errors import RecipeError
+
+    errors = evaluation_problems(sets, registry, spaces_of, text_spaces, check_files,
+                                 extra_embeddings)
+    if errors:
+        raise RecipeError(source, errors)
 
 
 # -- where a run writes --------------------------------------------------------------------
@@ -379,27 +602,11 @@ def check_recipe(
                     continue
                 _check_source(recipe.memories[modality], modality, spaces,
                               f"memories.{modality}", registry, errors, check_files)
-        for j, evaluation in enumerate(recipe.evaluation):
-            for modality, source in evaluation.data.items():
-                owners = [s for s, spec in known_spaces.items() if modality in spec.modalities]
-                loc = f"evaluation.{j}.data.{modality}"
-                if not owners:
-                    errors.append((loc, f"no space of the recipe embeds {modality!r}"))
-                    continue
-                _check_source(source, modality, owners[:1], loc, registry, errors, check_files)
-            if evaluation.task == "zeroshot":  # the prompts: text of the recipe's spaces
-                from mcrx.metrics.templates import zeroshot_problems
-
-                errors.extend(zeroshot_problems(evaluation, f"evaluation.{j}", check_files))
-                texts = [s for s, spec in known_spaces.items() if "text" in spec.modalities]
-                if not texts:
-                    errors.append((f"evaluation.{j}", "zero-shot prompts are text, and no "
-                                   "space of the recipe embeds text"))
-                elif evaluation.prompts is not None:
-                    _check_source(evaluation.prompts, "text", texts[:1],
-                                  f"evaluation.{j}.prompts", registry, errors, check_files)
-            if check_files:
-                check_evaluation_set(evaluation, f"evaluation.{j}", registry, errors)
+        spaces_of = {m: [s for s, spec in known_spaces.items() if m in spec.modalities][:1]
+                     for e in recipe.evaluation for m in e.data}
+        texts = [s for s, spec in known_spaces.items() if "text" in spec.modalities]
+        errors.extend(evaluation_problems(recipe.evaluation, registry, spaces_of, texts,
+                                          check_files))
     if check_files:
         _check_locations(recipe, errors)
     return errors

@@ -9,7 +9,14 @@ from typing import Any
 from mcrx.infer.unified import UnifiedModel
 from mcrx.metrics.retrieval import cross_modal_retrieval
 from mcrx.stages.context import Embeddings, Run
-from mcrx.stages.evaluate_model import ScoredSets, flatten, score_sets
+from mcrx.stages.evaluate_model import (
+    CONVENTIONS,
+    ScoredSets,
+    flatten,
+    score_sets,
+    set_class_names,
+    set_vocabulary,
+)
 from mcrx.store.artifact import build_manifest
 
 EvaluationSets = dict[str, dict[str, Embeddings]]  # set name → modality → native rows
@@ -53,18 +60,29 @@ def evaluate_model(model: UnifiedModel, sets: EvaluationSets, run: Run,
 
 
 def evaluate_native(sets: EvaluationSets, run: Run) -> dict:
-    """Each space's own retrieval between its own modalities (the reference figures)."""
+    """Each space's own retrieval between its own modalities (the reference figures). Labels
+    are coded as the unified figures' are: one vocabulary per set, ``classes:`` (else the
+    dataset's class names) authoritative (:mod:`mcrx.metrics.vocabulary`), so a class means
+    the same in both figures."""
     results = {}
-    for evaluation in run.recipe.evaluation:
+    for j, evaluation in enumerate(run.recipe.evaluation):
         data = sets[evaluation.name]
         if evaluation.task != "retrieval" or evaluation.ground_truth == "items":
             continue  # native figures: retrieval by pairs or labels within one space
-        for space_name in run.recipe.space_names():
-            mine = {m: e for m, e in data.items() if run.space_of(m) == space_name}
+        owned = {space_name: {m: e for m, e in data.items() if run.space_of(m) == space_name}
+                 for space_name in run.recipe.space_names()}
+        if not any(len(mine) >= 2 for mine in owned.values()):
+            continue
+        where = f"evaluation.{j}"
+        names = (set_class_names(run, evaluation, where)
+                 if evaluation.ground_truth == "labels" else None)
+        vocabulary = set_vocabulary(run, evaluation, data, where, names)
+        for space_name, mine in owned.items():
             if len(mine) >= 2:
                 results.setdefault(evaluation.name, {})[space_name] = cross_modal_retrieval(
                     {m: e.rows for m, e in mine.items()}, evaluation.ground_truth,
-                    {m: e.labels for m, e in mine.items()},
+                    {m: vocabulary.codes[m] if vocabulary else None for m in mine},
+                    evaluation.unmatched_queries,
                 )
     return results
 
@@ -82,6 +100,9 @@ def evaluate_run(run: Run, model: UnifiedModel, sets: EvaluationSets, memories,
         "retrieval": flatten(scored.retrieval),
         "zeroshot": flatten(scored.zeroshot, always_prefix=True),
         "gap": flatten(scored.gap),
+        "vocabulary": scored.vocabulary,
+        "degenerate": scored.degenerate,
+        "conventions": CONVENTIONS,
         "spaces": {},
         "baselines": {},
         "training": training_report,

@@ -14,9 +14,18 @@ projected into the unified space and scored:
 - labels: every source's item ids or class labels coded together, one vocabulary per set
   (:mod:`mcrx.metrics.vocabulary`); ids or classes one modality has and another lacks are
   counted in metrics.json (``vocabulary``) and named in a console warning;
-- for every retrieval set, the modality gap: the mean cosine of matched pairs against that
-  of random pairs, in the unified space and, where both modalities share a source space,
-  in that space before any connector.
+- for every retrieval set, the modality gap, two measures: the mean cosine of matched
+  pairs against that of random pairs, and the distance between the modalities' centroids,
+  ``‖mean(a) − mean(b)‖`` of the L2-normalised rows (Liang et al. 2022, "Mind the Gap",
+  §4.1), in the unified space and, where both modalities share a source space, in that
+  space before any connector;
+- zero-shot prompts (class names × templates) encoded through the embedding cache like
+  any source, keyed by the texts and the encoder's fingerprint: a second run, and every
+  model sharing that text encoder, encodes none;
+- degenerate embeddings flagged per set and modality (:func:`degeneracy`): a collapsed
+  model scores at chance, and says so;
+- a model that lacks a set's modalities is scored on those it covers; what it cannot
+  score is listed under ``not_covered`` with the reason.
 """
 
 from __future__ import annotations
@@ -45,6 +54,9 @@ from mcrx.ui.console import console
 
 PROMPT_MODALITY = "text"
 PCA_ROWS = 400  # points per modality in the 2-D PCA picture
+#: degenerate rows: every direction nearly alike, or no spread at all (see degeneracy)
+DEGENERATE_COSINE = 0.99
+DEGENERATE_STD = 1e-4
 #: what every figure assumes, written into metrics.json (see mcrx.metrics.retrieval)
 CONVENTIONS = {
     "ties": "equal similarity: the earlier gallery row (zero-shot: the earlier class) ranks "
@@ -67,6 +79,7 @@ class ScoredSets:
     gap: dict[str, dict] = field(default_factory=dict)  # set → "a~b" → before/after
     vocabulary: dict[str, dict] = field(default_factory=dict)  # set → Vocabulary.report()
     pca: dict[str, np.ndarray] = field(default_factory=dict)  # modality → (n, 2)
+    degenerate: dict[str, dict] = field(default_factory=dict)  # set → modality → stats
 
 
 # ---------------------------------------------------------------------------------------
@@ -87,6 +100,7 @@ class ModelSource:
         self.recipe = SimpleNamespace(memory_dtype="float32")  # the cache's default rows
         self.state = process_state(cpu=model.device.type == "cpu" or None)
         self.encoded = 0
+        self.out = None  # no run folder: cache entries are noted as used by no run
 
     def space(self, name: str):
         return self.model.space(name)
@@ -162,11 +176,40 @@ def prompt_embeddings(run, space: str, evaluation: EvaluationSet, names: list[st
                         "'templates'), labelled 'prompts', or a dataset that names its "
                         "classes (Dataset.classes())")
     texts, labels = prompts(names, resolve_templates(evaluation.templates))
+    rows, key = cached_texts(run, space, texts, f"{where}.prompts")
+    return Embeddings(rows, key, np.asarray(labels))
+
+
+def cached_texts(run, space: str, texts: list[str], what: str) -> tuple[torch.Tensor, str]:
+    """``texts`` embedded by ``space``'s text encoder through the embedding cache, as any
+    source is (:func:`mcrx.stages.encode.embed_source`): the entry is keyed by the encoder's
+    fingerprint and the texts themselves, so the same prompts are encoded once for every
+    run and every model that shares the encoder. Rows L2-normalised."""
+    from mcrx.stages.encode import checked_memory, encode_shared
+    from mcrx.store.cache import note_use
+    from mcrx.store.fingerprint import fingerprint_of
+    from mcrx.store.locks import cache_entry_lock
+    from mcrx.store.paths import cache_root, slug
+
     encoder = run.space(space).encoder(PROMPT_MODALITY)
-    size = encoder.batch_size or 64
-    parts = [torch.as_tensor(encoder.encode(texts[i : i + size])).float()
-             for i in range(0, len(texts), size)]
-    return Embeddings(F.normalize(torch.cat(parts), dim=-1), "", np.asarray(labels))
+    source = fingerprint_of("texts", list(texts))
+    key = fingerprint_of(encoder.fingerprint(), source)
+    path = cache_root() / "embeddings" / slug(space) / PROMPT_MODALITY / key
+    memory = checked_memory(run, path)  # a damaged entry is said, removed and encoded again
+    if memory is None or not memory.complete:
+        meta = {"key": key, "space": space, "modality": PROMPT_MODALITY, "source": what,
+                "encoder_fingerprint": encoder.fingerprint(), "source_fingerprint": source}
+        memory, encoded = encode_shared(run, encoder, list(texts), path, meta,
+                                        description=f"encode {what} ({space})")
+        run.encoded += encoded
+    if memory.count != len(texts):
+        raise McrxError(f"{path}: cached prompts hold {memory.count} rows, expected "
+                        f"{len(texts)}; delete the folder to encode them again")
+    with cache_entry_lock(path):
+        rows = memory.mapped_tensor(dtype="float32")
+        if run.state.is_main_process:
+            note_use(path, getattr(run, "out", None))
+    return F.normalize(rows.float(), dim=-1), key
 
 
 def set_vocabulary(run, evaluation: EvaluationSet, data: dict[str, Embeddings],
@@ -213,13 +256,16 @@ def _warn(evaluation: EvaluationSet, vocabulary: Vocabulary | None, where: str) 
                       highlight=False)
 
 
-def embed_sets(run, model: UnifiedModel, sets: list[EvaluationSet]
+def embed_sets(run, model: UnifiedModel, sets: list[EvaluationSet | None]
                ) -> dict[str, dict[str, Embeddings]]:
-    """Set name → modality → native rows, in the space the model embeds that modality with."""
+    """Set name → modality → native rows, in the space the model embeds that modality with
+    (a None set, one the model does not cover, is left out)."""
     from mcrx.stages.encode import embed_source
 
     native = {}
     for j, evaluation in enumerate(sets):
+        if evaluation is None:  # not covered by this model
+            continue
         native[evaluation.name] = {
             modality: embed_source(run, source, modality, model.space_of(modality),
                                    f"evaluation.{j}.{modality}")
@@ -254,8 +300,13 @@ def _matched_cosine(a: torch.Tensor, b: torch.Tensor, labels_a, labels_b,
 
 def modality_gap(rows: dict[str, torch.Tensor], labels: dict[str, Any],
                  ground_truth: str) -> dict[str, dict[str, float]]:
-    """Per unordered modality pair: mean cosine of matched and of random pairs (the mean of
-    all pairs: mean(a)·mean(b)), and their difference."""
+    """Per unordered modality pair, two measures of the gap between the modalities:
+
+    - ``matched`` / ``random`` / ``gap``: the mean cosine of matched pairs, of random pairs
+      (the mean over all pairs: mean(a)·mean(b)), and matched − random;
+    - ``centroid_distance``: ‖mean(a) − mean(b)‖ of the L2-normalised rows, the "modality
+      gap" of Liang et al. 2022 ("Mind the Gap", §4.1), 0 when the two clouds are centred
+      alike, up to 2."""
     out = {}
     for m1, m2 in combinations(sorted(rows), 2):
         a, b = rows[m1].float().cpu(), rows[m2].float().cpu()
@@ -263,7 +314,10 @@ def modality_gap(rows: dict[str, torch.Tensor], labels: dict[str, Any],
         if matched is None:
             continue
         random = float(a.mean(0) @ b.mean(0))
-        out[f"{m1}~{m2}"] = {"matched": matched, "random": random, "gap": matched - random}
+        centroid = float(torch.linalg.vector_norm(
+            F.normalize(a, dim=-1).mean(0) - F.normalize(b, dim=-1).mean(0)))
+        out[f"{m1}~{m2}"] = {"matched": matched, "random": random, "gap": matched - random,
+                             "centroid_distance": centroid}
     return out
 
 
@@ -343,6 +397,64 @@ def score_zeroshot(run, model: UnifiedModel, evaluation: EvaluationSet,
     return results, vocabulary
 
 
+def degeneracy(rows: torch.Tensor, sample: int = 4096) -> dict[str, Any] | None:
+    """Why ``rows`` are degenerate, or None: a model that collapsed (every output one
+    vector, or nearly) ranks at chance, which the figures alone do not tell from a poor
+    model. Flagged: a mean pairwise cosine above ``DEGENERATE_COSINE`` (all rows point the
+    same way: ``(‖Σx̂‖² − n) / (n(n − 1))`` of the normalised rows), or a per-dimension
+    standard deviation below ``DEGENERATE_STD`` in every dimension (no spread at all)."""
+    x = rows.float().cpu()
+    if len(x) > sample:  # an evenly spaced sample: the statistics of a large set
+        x = x[torch.linspace(0, len(x) - 1, sample).long()]
+    n = len(x)
+    if n < 2:
+        return None
+    unit = F.normalize(x, dim=-1)
+    total = unit.sum(0)
+    mean_cosine = float((total @ total - (unit * unit).sum()) / (n * (n - 1)))
+    max_std = float(x.std(0).max())
+    reasons = []
+    if mean_cosine > DEGENERATE_COSINE:
+        reasons.append(f"mean pairwise cosine {mean_cosine:.4f} > {DEGENERATE_COSINE}")
+    if max_std < DEGENERATE_STD:
+        reasons.append(f"per-dimension std ≤ {max_std:.1e} < {DEGENERATE_STD:g}")
+    if not reasons:
+        return None
+    return {"rows": len(rows), "mean_cosine": round(mean_cosine, 6),
+            "max_std": float(f"{max_std:.3e}"),
+            "reason": "; ".join(reasons) + " (rows nearly identical: figures at chance)"}
+
+
+def coverage(model: UnifiedModel, evaluation: EvaluationSet) -> tuple[list[str], str | None]:
+    """The modalities of ``evaluation`` that ``model`` can score, and why it cannot score
+    the set (None when it can): retrieval needs two modalities it embeds, zero-shot the
+    items' modality and text (the prompts)."""
+    covered = [m for m in evaluation.data if m in model.modalities]
+    if evaluation.task == "zeroshot":
+        if PROMPT_MODALITY not in model.modalities:
+            return [], f"the model embeds no text for the prompts (it embeds {model.modalities})"
+        if not covered:
+            return [], (f"the model embeds none of {sorted(evaluation.data)} (it embeds "
+                        f"{model.modalities})")
+        return covered, None
+    if len(covered) < 2:
+        return covered, (f"retrieval needs two of {sorted(evaluation.data)}; the model embeds "
+                         f"{covered or 'none'} of them (it embeds {model.modalities})")
+    return covered, None
+
+
+def _warn_unmatched_queries(evaluation: EvaluationSet, results: dict[str, dict],
+                            where: str) -> None:
+    for pair, values in results.items():
+        missing = values.get("queries_without_match") or 0
+        if missing:
+            what = ("left out" if evaluation.unmatched_queries == "skip"
+                    else "counted as misses")
+            console.print(f"[yellow]warning[/] {where} ({evaluation.name}): {missing:,} "
+                          f"{pair} queries have no match in the gallery ({what})",
+                          highlight=False)
+
+
 def score_sets(run, model: UnifiedModel, sets: list[EvaluationSet],
                native: dict[str, dict[str, Embeddings]], with_pictures: bool = True
                ) -> ScoredSets:
@@ -350,8 +462,17 @@ def score_sets(run, model: UnifiedModel, sets: list[EvaluationSet],
     scored = ScoredSets()
     for j, evaluation in enumerate(sets):
         where = f"evaluation.{j}"
+        if evaluation.name not in native:  # not covered by this model
+            continue
         data = native[evaluation.name]
         unified = {m: model.project(model.space_of(m), m, e.rows) for m, e in data.items()}
+        for modality, rows in unified.items():
+            flagged = degeneracy(rows)
+            if flagged is not None:
+                scored.degenerate.setdefault(evaluation.name, {})[modality] = flagged
+                console.print(f"[bold yellow]warning[/] {where} ({evaluation.name}): the "
+                              f"{modality} embeddings are degenerate: {flagged['reason']}",
+                              highlight=False)
         if evaluation.task == "zeroshot":
             scored.zeroshot[evaluation.name], vocabulary = score_zeroshot(
                 run, model, evaluation, data, unified, where)
@@ -370,6 +491,7 @@ def score_sets(run, model: UnifiedModel, sets: list[EvaluationSet],
         else:
             scored.retrieval[evaluation.name] = cross_modal_retrieval(
                 unified, evaluation.ground_truth, labels, evaluation.unmatched_queries)
+        _warn_unmatched_queries(evaluation, scored.retrieval[evaluation.name], where)
         if with_pictures:
             after = modality_gap(unified, labels, evaluation.ground_truth)
             before = source_space_gaps(run, model, evaluation, data, labels, where)
@@ -398,28 +520,54 @@ def evaluate_unified_model(model: UnifiedModel, sets: list[EvaluationSet], regis
                            name: str | None = None) -> tuple[dict[str, Any], ScoredSets]:
     """The metrics document of ``model`` on ``sets`` (and what the pictures need)."""
     run = ModelSource(model, registry, show_progress=show_progress, workers=workers)
-    missing = sorted({m for s in sets for m in s.data if m not in model.modalities})
-    if missing:
-        raise McrxError(f"the model {name or ''} has no encoder for {missing}; it embeds "
-                        f"{model.modalities}")
+    label = name or model.manifest.get("name", "model")
+    # what the model covers: a set restricted to its modalities, or None (with a reason)
+    view: list[EvaluationSet | None] = []
+    not_covered: dict[str, dict[str, Any]] = {}
+    for evaluation in sets:
+        covered, reason = coverage(model, evaluation)
+        left = [m for m in evaluation.data if m not in covered]
+        if reason is not None:
+            not_covered[evaluation.name] = {"modalities": sorted(evaluation.data),
+                                            "reason": reason}
+            view.append(None)
+            console.print(f"  [yellow]{label}[/]: set {evaluation.name!r} not scored: "
+                          f"{reason}", highlight=False)
+            continue
+        if left:
+            not_covered[evaluation.name] = {
+                "modalities": left, "reason": f"the model embeds no {', '.join(left)} "
+                f"(it embeds {model.modalities}); scored on {', '.join(covered)}"}
+            console.print(f"  [yellow]{label}[/]: set {evaluation.name!r} scored without "
+                          f"{', '.join(left)}: the model does not embed it", highlight=False)
+            evaluation = evaluation.model_copy(
+                update={"data": {m: s for m, s in evaluation.data.items() if m in covered}})
+        view.append(evaluation)
+    scorable = [s for s in view if s is not None]
     timings: dict[str, float] = {}
     began = time.perf_counter()
-    native = embed_sets(run, model, sets)
+    native = embed_sets(run, model, view)
     timings["encode"] = round(time.perf_counter() - began, 2)
     began = time.perf_counter()
-    scored = score_sets(run, model, sets, native)
+    scored = score_sets(run, model, [s if s is not None else sets[j]
+                                     for j, s in enumerate(view)], native)
     timings["score"] = round(time.perf_counter() - began, 2)
-    console.print(f"  {name or model.manifest.get('name', 'model')}: {len(sets)} sets, "
+    console.print(f"  {label}: {len(scorable)} of {len(sets)} sets, "
                   f"{run.encoded:,} items encoded (the rest from the cache)")
+    several = sum(s.task == "retrieval" for s in sets) > 1
     metrics = {
-        "model": name or model.manifest.get("name", "model"),
+        "model": label,
         "recipe": model.manifest.get("name", ""),
         "method": model.method,
         "base": model.base,
-        "retrieval": flatten(scored.retrieval),
+        # keys prefixed by the set whenever the file has several retrieval sets, whatever
+        # this model covers: every model's keys then agree in the side-by-side tables
+        "retrieval": flatten(scored.retrieval, always_prefix=several),
         "zeroshot": flatten(scored.zeroshot, always_prefix=True),
-        "gap": flatten(scored.gap),
+        "gap": flatten(scored.gap, always_prefix=several),
         "vocabulary": scored.vocabulary,
+        "degenerate": scored.degenerate,
+        "not_covered": not_covered,
         "conventions": CONVENTIONS,
         "timings": timings,
         "encoded_items": run.encoded,

@@ -4,7 +4,8 @@
   the chance level;
 - ``losses.png``: the aligner's training loss per leaf;
 - ``gap.png``: the modality gap, the mean cosine of matched against random pairs, per
-  modality pair, in the source space (before) and in the unified space (after);
+  modality pair, in the source space (before) and in the unified space (after), each
+  pair's centroid distance ‖mean(a) − mean(b)‖ (Liang et al. 2022) in its label;
 - ``pca.png``: the unified space's first two principal components, coloured by modality;
 - ``confusion-<set>-<modality>.png``: zero-shot confusion matrices (rows: true class).
 
@@ -112,7 +113,13 @@ def gap_chart(gap: dict[str, dict[str, Any]], path: Path, title: str = "") -> Pa
         if kind == "matched":
             axis.bar_label(bars, fmt="%.2f", padding=2, fontsize=7)
     axis.axvline(0, color="black", linewidth=0.8)
-    axis.set_yticks(y, [p.replace("~", " – ") for p in pairs], fontsize=8)
+    def centroids(pair: str) -> str:
+        found = [f"{(gap[pair].get(when) or {}).get('centroid_distance'):.2f}"
+                 for when in ("before", "after")
+                 if (gap[pair].get(when) or {}).get("centroid_distance") is not None]
+        return f"\ncentroid distance {' → '.join(found)}" if found else ""
+
+    axis.set_yticks(y, [p.replace("~", " – ") + centroids(p) for p in pairs], fontsize=8)
     axis.set_xlabel("mean cosine similarity")
     axis.set_title(title or "Modality gap: matched vs random pairs")
     axis.legend(fontsize=7, loc="upper center", ncol=2, frameon=False,

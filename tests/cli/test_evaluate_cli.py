@@ -413,3 +413,126 @@ def test_class_labels_with_a_class_on_one_side_only(trained, tmp_path):
     assert metrics["vocabulary"]["names"]["unmatched_examples"] == {
         "audio": [f"class {lonely:02d}"]}
     assert f"class {lonely:02d}" in output
+
+
+# -- checked before encoding; models of different coverage; degenerate rows; names --------
+def _official(tmp_path: Path):
+    return import_official(tmp_path / "official", ex_clap=exmcr_release(tmp_path / "h.pt", 1))
+
+
+def test_mistakes_are_refused_before_any_encoding(trained, tmp_path):
+    """6 images against 1 caption, 16 labels for 15 captions, a CSV as text inputs: one
+    message each naming set, modality and file, exit 1, nothing encoded."""
+    _, run, _ = trained
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(6):
+        (images / f"{i}.png").write_bytes(b"x")
+    (tmp_path / "one.txt").write_text("a dog\n")
+    (tmp_path / "captions.txt").write_text("".join(f"c{i}\n" for i in range(15)))
+    (tmp_path / "ids.txt").write_text("".join(f"{i}\n" for i in range(16)))
+    (tmp_path / "test.csv").write_text("audiocap_id,youtube_id,start_time,caption\n1,a,0,x\n")
+    audio = {"dataset": "toy/world", "params": {"split": "eval", "count": 15}}
+    sets = [{"name": "pairs6", "data": {"image": {"inputs": str(images)},
+                                        "text": {"inputs": str(tmp_path / "one.txt")}}},
+            {"name": "ids", "ground_truth": "items", "data": {
+                "audio": audio, "text": {"inputs": str(tmp_path / "captions.txt"),
+                                         "labels": str(tmp_path / "ids.txt")}}},
+            {"name": "table", "data": {"audio": audio,
+                                       "text": {"inputs": str(tmp_path / "test.csv")}}}]
+    path = tmp_path / "eval.yaml"
+    path.write_text(yaml.safe_dump({"evaluation": sets}))
+    cache = Path(os.environ["MCRX_CACHE_DIR"])
+    before = sorted(cache.rglob("manifest.json"))
+    result = CliRunner().invoke(app, ["evaluate", str(run / "model"), str(path), "--out",
+                                      str(tmp_path / "ev"), "--no-progress"])
+    output = " ".join(result.output.split())
+    assert result.exit_code == 1, output
+    assert "set 'pairs6'" in output and "image 6, text 1" in output and "one.txt" in output
+    assert "set 'ids'" in output and "ids.txt holds 16 labels for 15 items of text" in output
+    assert "set 'table'" in output and "mcrx/audiocaps" in output and "test.csv" in output
+    assert "evaluate run" not in output and "Traceback" not in output
+    assert sorted(cache.rglob("manifest.json")) == before  # nothing encoded
+    # mcrx validate says the same of the file alone
+    validated = CliRunner().invoke(app, ["validate", str(path)])
+    assert validated.exit_code == 1 and "image 6, text 1" in " ".join(validated.output.split())
+
+
+def test_models_of_different_modalities_side_by_side(trained, tmp_path):
+    """The official heads embed no point clouds: scored on audio–image, '—' elsewhere,
+    the reason in metrics.json; a set no model given can score is refused up front."""
+    _, run, _ = trained
+    official = _official(tmp_path)
+    model = mcrx.load(run / "model")
+    g = torch.Generator().manual_seed(0)
+    data = {}
+    for modality, space in (("image", "toy/clip"), ("audio", "toy/clap"),
+                            ("pointcloud", "toy/ulip")):
+        rows, _ = _toy_rows(model, space, modality, 120)
+        embeddings = {space: _save(tmp_path, f"{modality}.npy", rows)}
+        if modality in official.modalities:
+            real = official.space_of(modality)
+            embeddings[real] = _save(tmp_path, f"{modality}-real.npy",
+                                     torch.randn(120, 512, generator=g).numpy())
+        data[modality] = {"embeddings": embeddings}
+    sets = [{"name": "three", "data": data},
+            {"name": "clouds", "data": {m: data[m] for m in ("audio", "pointcloud")}}]
+    path = tmp_path / "eval.yaml"
+    path.write_text(yaml.safe_dump({"evaluation": sets}))
+    result = CliRunner().invoke(app, ["evaluate", str(run / "model"), str(tmp_path / "official"),
+                                      str(path), "--out", str(tmp_path / "ev"), "--json",
+                                      "--no-progress"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout[result.stdout.index("{"):])
+    mine, theirs = document["models"]["run"], document["models"]["official"]
+    assert "three/audio->pointcloud" in mine["retrieval"]
+    assert set(theirs["retrieval"]) == {"three/audio->image", "three/image->audio"}
+    assert theirs["not_covered"]["three"]["modalities"] == ["pointcloud"]
+    assert "pointcloud" in theirs["not_covered"]["clouds"]["reason"]
+    assert mine["not_covered"] == {}
+    report = (tmp_path / "ev" / "report.md").read_text()
+    row = next(line for line in report.splitlines() if line.startswith("| three/audio->pointcloud"))
+    assert row.count("| — ") >= 4
+    assert "official: set 'clouds': not scored" in report
+    # only the official heads: nothing can score 'clouds'
+    result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "official"), str(path),
+                                      "--out", str(tmp_path / "ev2"), "--no-progress"])
+    output = " ".join(result.output.split())
+    assert result.exit_code == 1 and "set 'clouds': no model given can score it" in output
+
+
+def test_degenerate_embeddings_are_flagged_in_a_real_process(trained, tmp_path):
+    """Every audio row one vector (a collapsed encoder or model): a warning on the console,
+    a marked row in report.md, `degenerate` in metrics.json; the same model named twice
+    gets two labels and two sets of figures."""
+    _, run, _ = trained
+    model = mcrx.load(run / "model")
+    image, _ = _toy_rows(model, "toy/clip", "image", 80)
+    audio, _ = _toy_rows(model, "toy/clap", "audio", 80)
+    # nearly one vector (an exactly constant file is refused on reading)
+    collapsed = np.repeat(audio[:1], 80, axis=0) + 0.002 * np.random.default_rng(0).standard_normal(
+        (80, audio.shape[1]))
+    sets = [{"name": "flat", "data": {
+        "image": {"embeddings": {"toy/clip": _save(tmp_path, "image.npy", image)}},
+        "audio": {"embeddings": {"toy/clap": _save(tmp_path, "audio.npy", collapsed)}}}}]
+    path = tmp_path / "eval.yaml"
+    path.write_text(yaml.safe_dump({"evaluation": sets}))
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("mcrx")), "evaluate", str(run / "model"),
+         str(run / "model"), str(path), "--out", str(tmp_path / "ev"), "--no-progress"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    console = " ".join(result.stderr.split())
+    assert "warning" in console and "the audio embeddings are degenerate" in console
+    assert "mean pairwise cosine" in console
+    document = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert list(document["models"]) == ["run", "run #2"]
+    flagged = document["models"]["run"]["degenerate"]["flat"]["audio"]
+    assert flagged["mean_cosine"] > 0.99 and flagged["rows"] == 80
+    assert "image" not in document["models"]["run"]["degenerate"]["flat"]
+    report = (tmp_path / "ev" / "report.md").read_text()
+    assert "| audio->image ⚠ degenerate run: audio, run #2: audio |" in report
+    assert "## Needs attention" in report
+    files = list(document["figures"].values())
+    assert len(files) == len(set(files))
+    assert any("run-2-" in f for f in files) and any("/run-gap" in f for f in files)

@@ -218,7 +218,7 @@ def test_a_consistent_file_set_passes(tmp_path):
 
 def test_pairs_need_the_same_rows_everywhere(tmp_path):
     errors = eval_errors(tmp_path, embeddings_set(tmp_path, {"audio": 5, "pointcloud": 4}))
-    assert errors["evaluation.0.data"].endswith("differ in length: audio 5, pointcloud 4")
+    assert "differ in length: audio 5, pointcloud 4 (audio: " in errors["evaluation.0.data"]
     limited = embeddings_set(tmp_path, {"audio": 5, "pointcloud": 4})
     limited["data"]["audio"]["limit"] = 4  # the first 4 rows of each: consistent
     assert eval_errors(tmp_path, limited) == {}
