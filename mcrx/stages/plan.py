@@ -242,16 +242,37 @@ def free_disk(path: Path) -> int:
 # ---------------------------------------------------------------------------------------
 # The plan
 # ---------------------------------------------------------------------------------------
+def declared_dim(registry: Registry, name: str, params: dict | None = None) -> int | None:
+    """The width of space ``name`` as its plugin declares it, without building the space:
+    ``register(dim=)``, else, for a family (``clip/*``) whose members differ, the
+    factory's ``dim_of(full_name, params)`` (the clip plugin reads open_clip's config)."""
+    spec = registry.space(name)
+    if spec.dim is not None:
+        return spec.dim
+    dim_of = getattr(spec.factory, "dim_of", None)
+    if dim_of is None:
+        return None
+    try:
+        dim = dim_of(name, params)
+    except Exception:  # noqa: BLE001  (a plugin's guess must never stop a plan)
+        return None
+    return dim if isinstance(dim, int) and dim > 0 else None
+
+
 def make_plan(recipe: Recipe, registry: Registry, device_class: str | None = None,
               device: str = "cpu", rate: float | None = None) -> Plan:
     """The plan of ``recipe`` (nothing is encoded, no weights are loaded)."""
     chain = resolve_chain(recipe, registry)
     itemsize = 2 if recipe.memory_dtype == "float16" else 4
-    dims = {name: registry.space(name).dim or 512 for name in recipe.space_names()}
+    dims: dict[str, int] = {}
     warnings: list[str] = []
-    for name in recipe.space_names():
-        if registry.space(name).dim is None:
-            warnings.append(f"{name}: the plugin does not declare its dimension; 512 assumed")
+    for ref in recipe.space_refs():
+        dim = declared_dim(registry, ref.space, ref.params)
+        dims[ref.space] = dim or 512
+        if dim is None:
+            spec = registry.space(ref.space)
+            warnings.append(f"{ref.space}: the {spec.plugin} plugin declares no dimension "
+                            f"for {spec.name}; 512 assumed")
 
     # -- 1 encode ------------------------------------------------------------------------
     memories, rows_of = [], {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -116,3 +117,101 @@ def test_extend_killed_during_training_resumes_and_finishes(write_recipe, cache_
     assert "resumed from step" in done.stderr
     assert json.loads((out / "metrics.json").read_text())["retrieval"]
     assert (out / "model" / "manifest.json").is_file()
+
+
+# -- polish: --version, did you mean, help placeholders, third-party warnings ----------------
+def test_version():
+    from mcrx import __version__
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.strip() == f"mcrx {__version__}"
+    process = mcrx_process("--version", timeout=120)
+    assert process.returncode == 0 and process.stdout.strip() == f"mcrx {__version__}"
+
+
+def test_a_mistyped_command_gets_a_suggestion():
+    for typed, meant in (("extned", "extend"), ("evaluat", "evaluate"), ("list", "list-plugins"),
+                         ("plna", "plan")):
+        result = runner.invoke(app, [typed, "x"])
+        assert result.exit_code == 2
+        assert f"Did you mean '{meant}'" in " ".join(result.output.split()), result.output
+    nothing = runner.invoke(app, ["zzzzzz"])
+    assert nothing.exit_code == 2 and "Did you mean" not in nothing.output
+
+
+def test_suggest_commands():
+    from mcrx.cli.app import suggest_commands
+
+    names = ["extend", "encode", "evaluate", "list-plugins", "plan"]
+    assert suggest_commands("extnd", names) == ["extend"]
+    assert suggest_commands("list", names) == ["list-plugins"]
+    assert suggest_commands("qqq", names) == []
+
+
+def _commands(group, ctx, prefix=()):
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        yield (*prefix, name)
+        if hasattr(command, "list_commands"):
+            yield from _commands(command, ctx, (*prefix, name))
+
+
+def test_help_shows_no_typer_placeholders():
+    """Flags show no ``<bool>``, arguments read ``RECIPE`` (not ``{recipe}`` / ``<path>``),
+    values click's names (``INTEGER``) or the command's metavar (``FIELD=VALUE``)."""
+    import typer
+
+    group = typer.main.get_command(app)
+    ctx = group.make_context("mcrx", ["--help"], resilient_parsing=True)
+    commands = [(), *_commands(group, ctx)]
+    assert ("extend",) in commands and ("evaluate",) in commands
+    env = {"COLUMNS": "200"}
+    for command in commands:
+        result = runner.invoke(app, [*command, "--help"], env=env)
+        assert result.exit_code == 0, (command, result.output)
+        text = result.stdout
+        assert not re.search(r"<\w+(\[\w+\])?>|\{\w+\}", text), (command, text)
+    extend = runner.invoke(app, ["extend", "--help"], env=env).stdout
+    assert "Usage: mcrx extend [OPTIONS] RECIPE" in extend
+    assert re.search(r"--set\s+FIELD=VALUE", extend) and re.search(r"--workers\s+INTEGER", extend)
+    assert re.search(r"--json\s+print metrics.json", extend)  # a flag: no placeholder
+    evaluate = runner.invoke(app, ["evaluate", "--help"], env=env).stdout
+    assert "Usage: mcrx evaluate [OPTIONS] ARGUMENTS..." in evaluate
+
+
+def test_known_noisy_warnings_are_hidden_at_cli_entry(monkeypatch):
+    import warnings
+
+    from mcrx.cli.app import quiet_known_warnings
+
+    monkeypatch.delenv("MCRX_SHOW_WARNINGS", raising=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert quiet_known_warnings()
+        warnings.warn("Importing from timm.models.layers is deprecated, please import via "
+                      "timm.layers", FutureWarning, stacklevel=1)
+        warnings.warn("torch.meshgrid: in an upcoming release, it will be required to pass "
+                      "the indexing argument.", UserWarning, stacklevel=1)
+        warnings.warn("something mcrx's user should read", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == ["something mcrx's user should read"]
+    monkeypatch.setenv("MCRX_SHOW_WARNINGS", "1")
+    assert not quiet_known_warnings()
+
+
+def test_warnings_filter_in_a_real_process(tmp_path):
+    """The console script hides a timm deprecation raised while a command runs."""
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import warnings, typer\n"
+        "from mcrx.cli import app\n"
+        "@app.command('noisy-test')\n"
+        "def noisy() -> None:\n"
+        "    warnings.warn('Importing from timm.models.layers is deprecated', FutureWarning)\n"
+        "    warnings.warn('kept', UserWarning)\n"
+        "app(['noisy-test'])\n")
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                            timeout=120, env={k: v for k, v in os.environ.items()
+                                              if k not in {"PYTHONWARNINGS",
+                                                           "MCRX_SHOW_WARNINGS"}})
+    assert result.returncode == 0, result.stderr
+    assert "timm" not in result.stderr and "kept" in result.stderr
