@@ -154,6 +154,8 @@ KNOWN_NOISY_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
     # torch: checkpoints of the papers are pickles; mcrx loads them with its own checks
     (FutureWarning, r"You are using `torch\.load` with `weights_only=False`"),
     (UserWarning, r"TypedStorage is deprecated"),
+    # torch 2.9+: OpenAI's CLIP releases are TorchScript archives, read with torch.jit.load
+    (FutureWarning, r"`torch\.jit\.(load|script|trace)` is deprecated"),
     # torchaudio 2.8+: its own deprecation plan, printed on each load/save
     (UserWarning, r"In 2\.9, this function's implementation will be changed"),
     (UserWarning, r"torchaudio\._backend"),

@@ -148,6 +148,7 @@ class UnifiedModel:
             from mcrx.recipe.load import pydantic_errors
 
             registry = self._registry or get_registry()
+            self._refuse_missing_plugin(name, registry)
             try:
                 self._spaces[name] = registry.space(name).build(
                     name, params=self.space_params(name))
@@ -163,6 +164,18 @@ class UnifiedModel:
                     f"params={{{name!r}: {{'<param>': '<new path>'}}}}) or "
                     f"`mcrx repoint MODEL {name}.<param>=<new path>`") from None
         return self._spaces[name]
+
+    def _refuse_missing_plugin(self, name: str, registry: Registry) -> None:
+        """A space whose plugin is absent is named by the distribution to install and the
+        plugin version the manifest records, not as an unknown space name."""
+        from mcrx.plugin.manager import missing_plugin_message
+
+        if registry.has("space", name):
+            return
+        plugin = self.manifest["spaces"][name].get("plugin") or name.split("/", 1)[0]
+        version = self.manifest.get("versions", {}).get(f"plugin:{plugin}")
+        raise McrxError(missing_plugin_message(plugin, version, f"the model's space {name}",
+                                               registry))
 
     def embed(
         self,

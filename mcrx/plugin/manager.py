@@ -205,6 +205,39 @@ def get_registry() -> Registry:
     return registry
 
 
+def distribution_of(plugin: str) -> str:
+    """The distribution (what ``pip install`` takes) that provides ``plugin``: the one
+    whose ``mcrx`` entry point has that name when it is installed, else the convention of
+    mcrx's own plugins, ``mcrx-<plugin>`` (a model's manifest records plugin names and
+    versions, not distributions)."""
+    for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if entry_point.name == plugin and entry_point.dist is not None:
+            return entry_point.dist.metadata["Name"] or f"mcrx-{plugin}"
+    return f"mcrx-{plugin}"
+
+
+def missing_plugin_message(plugin: str, version: str | None, needed_for: str,
+                           registry: Registry | None = None) -> str:
+    """Why ``needed_for`` (e.g. "the model's space clap/630k") cannot be built and what to
+    install: the plugin's distribution and the version the model was made with. A plugin
+    that is installed but failed to load, or is disabled, is said to be so instead: pip
+    would not help there."""
+    recorded = (f"version {version} recorded in the manifest" if version
+                else "the manifest records no version")
+    info = registry.plugins.get(plugin) if registry is not None else None
+    if info is not None and info.error:
+        return (f"{needed_for} needs the plugin {plugin!r}, which is installed but failed to "
+                f"load: {info.error} (`mcrx list-plugins` shows every plugin; {recorded})")
+    if _autoload_disabled() and plugin not in (registry.plugins if registry else {}):
+        return (f"{needed_for} needs the plugin {plugin!r}: plugins are not loaded "
+                f"(MCRX_DISABLE_PLUGIN_AUTOLOAD is set; {recorded})")
+    if plugin in _disabled():
+        return (f"{needed_for} needs the plugin {plugin!r}, disabled by MCRX_DISABLE_PLUGINS "
+                f"({recorded})")
+    return (f"{needed_for} needs the plugin {plugin!r}, which is not installed: install the "
+            f"`{distribution_of(plugin)}` distribution (plugin {plugin}, {recorded})")
+
+
 def register_commands(cli: Any) -> None:
     """Let every plugin add sub-commands to the root typer app; broken ones are skipped."""
     manager = get_plugin_manager()
