@@ -87,6 +87,41 @@ def test_a_second_run_encodes_nothing_and_retrains_nothing(exmcr_run):
     assert again["retrieval"] == first["retrieval"]
 
 
+def test_retrain_and_a_plugin_version_change_train_again(exmcr_run, monkeypatch):
+    """A trained connector is found by its inputs and the versions of the code that trains
+    it: ``--retrain`` trains afresh anyway; a new version of the plugin that registered
+    the connector (or the loss) retrains without being asked."""
+    from typer.testing import CliRunner
+
+    from mcrx.cli import app
+    from mcrx.stages.context import Run
+    from mcrx.stages.train import code_versions, connector_fingerprint
+
+    recipe, first = exmcr_run
+    registry = get_registry()
+    result = CliRunner().invoke(app, ["extend", str(recipe.output_dir.parent / "recipe.yaml"),
+                                      "--retrain", "--no-progress", "--json"])
+    assert result.exit_code == 0, result.output
+    retrained = json.loads(result.stdout[result.stdout.index("{"):])
+    assert all(report["steps"] > 0 and report["resumed_from"] == 0
+               for report in retrained["training"].values())
+    for pair in PAIRS:  # the same inputs and seed: the same connectors
+        assert retrained["retrieval"][pair]["R@1"] == pytest.approx(
+            first["retrieval"][pair]["R@1"], abs=0.01)
+    run = Run(recipe, registry, show_progress=False)
+    link = run.chain.links[0]
+    plugin = registry.get("connector", run.chain.connector_name).plugin
+    assert f"connector:{plugin}" in code_versions(registry, run.chain.connector_name,
+                                                  run.chain.loss_name)
+    before = connector_fingerprint(run, link, "pairs", 0)
+    monkeypatch.setattr(registry.plugins[plugin], "version", "999.0")
+    assert connector_fingerprint(run, link, "pairs", 0) != before
+    again = extend(recipe, registry, show_progress=False)
+    assert all(report.get("steps", 0) > 0 for report in again["training"].values())
+    assert "vocabulary" in again and again["vocabulary"]["heldout"]["kind"] == "classes"
+    assert again["degenerate"] == {} and "ties" in again["conventions"]
+
+
 def test_precomputed_embeddings_give_the_same_result(exmcr_run, tmp_path):
     """Memories given as .npy files per space instead of raw inputs."""
     import yaml
