@@ -377,8 +377,21 @@ def create_app(
         return embed_text(c, term.value)
 
     def upload_vector(c: Collection, path: Path, modality: str) -> np.ndarray:
-        """The vector of an uploaded file: a text by its content, anything else by the
-        encoder reading the private copy (an ``.npy`` checked by ``load_npy`` first)."""
+        """The vector of an uploaded file: a text by its content (an ``.npy`` text, the toy
+        world's raw vector, by its array: never its path, which a text tower would embed
+        as words), anything else by the encoder reading the private copy (an ``.npy``
+        checked by ``load_npy`` first)."""
+        if modality == "text" and path.suffix == ".npy":
+            from mcrx.store.inputs import load_npy
+
+            try:
+                array = load_npy(path, "uploaded text array", max_rows=UPLOAD_MAX_ROWS)
+                return c.model.embed("text", [array]).numpy()[0].astype(np.float32)
+            except McrxError as exc:
+                raise McrxError(str(exc).replace(str(path), "(uploaded file)")) from None
+            except Exception as exc:  # noqa: BLE001 - the encoder's own error: the input's
+                raise McrxError(f"the text encoder cannot embed the uploaded array "
+                                f"({type(exc).__name__}: {one_line(exc, 120)})") from None
         if modality == "text":
             try:
                 text = path.read_bytes().decode("utf-8").strip()
@@ -634,7 +647,8 @@ def serve(collections: Sequence[Collection], host: str = "127.0.0.1", port: int 
     bound = sock.getsockname()[1]
     if announce is not None:
         shown = f"[{host}]" if ":" in host else host
-        announce(f"serving http://{shown}:{bound}/ (Ctrl+C stops)")
+        announce(f"serving {', '.join(str(c.path) for c in collections)} on "
+                 f"http://{shown}:{bound}/ (Ctrl+C stops)")
     config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=2)
     try:
         uvicorn.Server(config).run(sockets=[sock])

@@ -189,6 +189,16 @@ def test_an_uploaded_text_is_embedded_by_its_content(client, opened, monkeypatch
     assert seen == [("text", ["a dog barking"])] * 3
 
 
+def test_an_uploaded_text_array_is_embedded_by_its_array(client, opened):
+    """The toy world's texts are raw vectors in .npy files: the array, never the path."""
+    item = items_of(opened, "text")[2]
+    answer = client.post("/api/search", data={"file_modality": "text", "n": "1"},
+                         files={"file": ("q.npy", Path(item.path).read_bytes())})
+    assert answer.status_code == 200, answer.text
+    (first,) = answer.json()["results"]
+    assert first["id"] == item.id and first["score"] == pytest.approx(1.0, abs=1e-4)
+
+
 # -- another site ------------------------------------------------------------------------------
 def test_posts_from_another_site_are_refused(client, private):
     query = next(private["files"].glob("audio/*/*.npy")).read_bytes()
@@ -386,7 +396,7 @@ def test_serve_binds_before_it_announces_and_a_busy_port_is_one_line(opened, mon
     heard: list[str] = []
 
     def announce(line: str) -> None:  # the port already takes connections when we say so
-        port = int(line.rsplit(":", 1)[1].split("/")[0])
+        port = int(line.split("http://127.0.0.1:")[1].split("/")[0])
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
         heard.append(line)
 
@@ -394,7 +404,7 @@ def test_serve_binds_before_it_announces_and_a_busy_port_is_one_line(opened, mon
 
     monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: None)
     serve([opened], port=0, announce=announce)
-    assert len(heard) == 1 and heard[0].startswith("serving http://127.0.0.1:")
+    assert len(heard) == 1 and heard[0].startswith(f"serving {opened.path} on http://127.0.0.1:")
     sock = bind("127.0.0.1", 0)  # the socket serve hands to uvicorn: listening already
     sock.close()
 
