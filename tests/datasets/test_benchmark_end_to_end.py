@@ -20,7 +20,7 @@ from mcrx.cli import app
 from mcrx.infer.official import OfficialSpaces, import_official
 
 ROOT = Path(__file__).parents[2]
-SHARED_ULIP_CLIP = ROOT.parent / "shared" / "checkpoints" / "ulip_clip.pt"
+SHARED_ULIP_CLIP = ROOT / "tests" / "fixtures" / "cmcr" / "ulip_clip.pt"  # CC BY 4.0, see README
 SMALL_ULIP = {"depth": 1, "width": 32, "heads": 2, "groups": 8, "group_size": 4,
               "text_depth": 1, "image_depth": 1, "device": "cpu"}
 

@@ -18,7 +18,7 @@ import mcrx
 from mcrx.cli import app
 from mcrx.infer.official import OfficialSpaces, import_official
 
-SHARED_ULIP_CLIP = Path(__file__).parents[3] / "shared" / "checkpoints" / "ulip_clip.pt"
+SHARED_ULIP_CLIP = Path(__file__).parents[1] / "fixtures" / "cmcr" / "ulip_clip.pt"  # CC BY 4.0
 SMALL = {"depth": 1, "width": 32, "heads": 2, "groups": 8, "group_size": 4, "npoints": 64,
          "text_depth": 1, "image_depth": 1, "device": "cpu"}
 

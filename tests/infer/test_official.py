@@ -15,7 +15,7 @@ from mcrx.cli import app
 from mcrx.errors import McrxError
 from mcrx.infer.official import import_official
 
-SHARED_ULIP_CLIP = Path(__file__).parents[3] / "shared" / "checkpoints" / "ulip_clip.pt"
+SHARED_ULIP_CLIP = Path(__file__).parents[1] / "fixtures" / "cmcr" / "ulip_clip.pt"  # CC BY 4.0
 
 
 # -- the authors' layouts, as the papers' releases define them ---------------------------
