@@ -346,3 +346,37 @@ def test_mcrx_index_validates_the_model_manifest(tmp_path, search_model, demo_fi
     assert result.exit_code == 1, result.output
     assert isinstance(result.exception, SystemExit)
     assert "manifest.json" in result.output.replace("\n", "")  # the console wraps lines
+
+
+def test_rows_of_an_older_format_without_dev_and_inode_are_tolerated_then_filled(small):
+    path, files = small
+    db = sqlite3.connect(path / "items.sqlite")  # the table as written before dev/ino
+    db.executescript("""
+        CREATE TABLE old (id INTEGER PRIMARY KEY AUTOINCREMENT, path TEXT NOT NULL UNIQUE,
+            modality TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+            sha256 TEXT NOT NULL, indexed_at REAL NOT NULL, vector BLOB NOT NULL);
+        INSERT INTO old SELECT id, path, modality, size, mtime_ns, sha256, indexed_at, vector
+            FROM items;
+        DROP TABLE items;
+        ALTER TABLE old RENAME TO items;
+    """)
+    db.close()
+    with Collection(path) as collection:  # migrated on open: the columns are back, NULL
+        item_id = _id_of(collection, files[0])
+        with collection.open_indexed_file(item_id) as handle:  # size + mtime compared
+            assert handle.read() == files[0].read_bytes()
+        report = collection.index([files[0].parent], modality="pointcloud")
+        assert report.unchanged == len(files) and report.touched == 0
+    db = sqlite3.connect(path / "items.sqlite")
+    assert db.execute("SELECT COUNT(*) FROM items WHERE dev IS NULL OR ino IS NULL"
+                      ).fetchone() == (0,)
+    db.close()
+
+
+def test_a_scribbled_index_file_is_rebuilt_from_the_database(small):
+    path, files = small
+    for file in (path / "index").iterdir():
+        file.write_bytes(b"garbage")
+    with Collection(path) as collection:
+        item = collection.item_by_path(files[3].resolve())
+        assert collection.search(f"#{item.id}", n=1)[0].id == item.id
