@@ -239,8 +239,11 @@ def set_vocabulary(run, evaluation: EvaluationSet, data: dict[str, Embeddings],
                 raise McrxError(f"{where}.data.{modality}: {task} need class labels (a "
                                 "dataset with labels, or 'labels:')")
         if len(ids) != len(rows.rows):
-            raise McrxError(f"{where}.data.{modality}: {len(ids)} labels for "
-                            f"{len(rows.rows)} rows (one per row)")
+            origin = (f" in {source.labels}" if source.labels is not None else
+                      f" from dataset {source.dataset}" if source.dataset else "")
+            raise McrxError(f"{where}.data.{modality} (set {evaluation.name!r}): {len(ids)} "
+                            f"labels{origin} for {len(rows.rows)} {modality} rows (one per "
+                            "row)")
         raw[modality] = ids
     if evaluation.task == "retrieval" and evaluation.ground_truth == "items":
         return item_vocabulary(raw, f"{where}.data")
