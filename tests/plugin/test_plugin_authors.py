@@ -245,3 +245,76 @@ def test_a_modality_two_hops_from_the_base_is_aligned_with_what_it_never_met(
         assert values["R@1"] > linear[pair]["R@1"], (pair, values, linear[pair])
     tactile = metrics["zeroshot"]["zeroshot/tactile"]
     assert tactile["top1"] > 3 * tactile["chance_top1"]
+
+
+# -- the guide's methods, losses and closed-form maps ------------------------------------------
+def guide_blocks() -> list[str]:
+    """The python blocks of CONTRIBUTING.md from the "tested" marker to the next ### heading."""
+    guide = (ROOT / "CONTRIBUTING.md").read_text()
+    start = guide.index("<!-- tested: tests/plugin/test_plugin_authors.py")
+    section = guide[start:guide.index("\n### ", start)]
+    return re.findall(r"^```python\n(.*?)^```$", section, re.MULTILINE | re.DOTALL)
+
+
+@pytest.fixture
+def guide_plugin(fresh_plugins):
+    """The guide's method, loss and closed-form example, executed, its hooks registered as
+    the plugin ``guide``."""
+    import types
+
+    blocks = guide_blocks()
+    assert len(blocks) == 3
+    namespace: dict = {"__name__": "guide"}
+    for block in blocks:
+        exec(compile(block, "CONTRIBUTING.md", "exec"), namespace)  # noqa: S102
+    module = types.ModuleType("guide")
+    module.register_methods = namespace["register_methods"]
+    module.register_losses = namespace["register_losses"]
+    plugins.register_plugin(module, name="guide")
+    yield namespace
+    plugins.unregister_plugin("guide")
+
+
+def test_the_guides_method_makes_one_pair_per_query_row(guide_plugin):
+    import torch
+    import torch.nn.functional as F
+
+    from mcrx.methods.common import PAIR_ROLES, LeafMemories
+
+    registry = plugins.get_registry()
+    assert registry.plugins["guide"].error is None
+    method = registry.method("guide/two-pools").build()
+    g = torch.Generator().manual_seed(0)
+    memories = LeafMemories(*(F.normalize(torch.randn(n, d, generator=g), dim=-1)
+                              for n, d in ((70, 16), (50, 16), (50, 24), (90, 24))))
+    # query roles leaf_bridge (50 rows) and leaf_x (70 rows): one pseudo pair each
+    assert method.count(memories) == 50 + 70
+    pairs = method.build(memories, temperature=0.01)
+    assert {role: rows.shape for role, rows in pairs.items()} == {
+        role: (120, memories.widths()[role]) for role in PAIR_ROLES}
+    demo = str(ROOT / "recipes" / "demo.yaml")
+    result = CliRunner().invoke(app, ["validate", demo, "--set", "method=guide/two-pools",
+                                      "--set", "training.loss=guide/x-to-y"])
+    assert result.exit_code == 0, result.output
+
+
+def test_the_guides_loss_reads_training(guide_plugin):
+    import torch
+    import torch.nn.functional as F
+
+    from mcrx.recipe.schema import Training
+
+    loss_fn = plugins.get_registry().loss("guide/x-to-y").build(Training(temperature=0.07))
+    assert loss_fn.temperature == 0.07
+    g = torch.Generator().manual_seed(0)
+    rows = F.normalize(torch.randn(8, 16, generator=g), dim=-1)
+    loss, parts = loss_fn({"x_hat": rows}, {"parent_y": rows})
+    assert torch.isfinite(loss) and set(parts) == {"x_to_y"}
+
+
+def test_the_guides_closed_form_example_recovers_the_rotation(guide_plugin):
+    import torch
+
+    # the block asserts it itself; here: the fitted map is a rotation, as Procrustes promises
+    weight = guide_plugin["linear"].weight
+    torch.testing.assert_close(weight.T @ weight, torch.eye(48), atol=1e-4, rtol=0)
