@@ -133,7 +133,10 @@ app = typer.Typer(
         "Before a big run:  mcrx validate RECIPE; mcrx plan RECIPE (rows, FLOPs, RAM, time).\n\n"
         "With a trained model (OUT/model):  mcrx evaluate MODEL EVAL.yaml; "
         "mcrx index MODEL COLLECTION -m audio FILES...; mcrx search COLLECTION QUERY; "
-        "mcrx serve COLLECTION."
+        "mcrx serve COLLECTION.\n\n"
+        "Environment: MCRX_PROGRESS_EVERY (progress lines when stderr is not a terminal: "
+        "'30' seconds, '5%', '30,5%', 'off'; default every 30 s or 5 %); "
+        "MCRX_SHOW_WARNINGS=1 (show the known third-party deprecation warnings the CLI hides)."
     ),
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
