@@ -24,18 +24,21 @@ def npy_header(path: Path, what: str = "array", max_rows: int | None = None
     https://numpy.org/doc/stable/reference/generated/numpy.lib.format.html), refusing
     before anything is allocated: object dtypes (pickles), a shape whose bytes exceed
     what the file holds after its header, and more than ``max_rows`` rows."""
+    from mcrx.search.files import display_path  # a name may hold newlines, ANSI escapes
+
     path = Path(path)
+    shown = display_path(path)
     if not path.is_file():
-        raise McrxError(f"{path}: expected a .npy file, found a folder" if path.is_dir()
-                        else f"{what} file not found: {path}")
+        raise McrxError(f"{shown}: expected a .npy file, found a folder" if path.is_dir()
+                        else f"{what} file not found: {shown}")
     fmt = np.lib.format
     try:
         with open(path, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
             if size == 0:
-                raise McrxError(f"{path}: the file is empty (expected a .npy {what})")
+                raise McrxError(f"{shown}: the file is empty (expected a .npy {what})")
             if handle.read(1) == b"\x80":  # a pickle's PROTO opcode (np.load's own test)
-                raise McrxError(f"{path}: holds pickled Python objects, not a .npy {what}; "
+                raise McrxError(f"{shown}: holds pickled Python objects, not a .npy {what}; "
                                 "mcrx never unpickles files. Save a numeric array with "
                                 "np.save(path, np.asarray(x, dtype=np.float32))")
             handle.seek(0)
@@ -45,30 +48,30 @@ def npy_header(path: Path, what: str = "array", max_rows: int | None = None
             elif version == (2, 0):
                 shape, fortran, dtype = fmt.read_array_header_2_0(handle)
             else:
-                raise McrxError(f"{path}: .npy format version {version[0]}.{version[1]} is "
+                raise McrxError(f"{shown}: .npy format version {version[0]}.{version[1]} is "
                                 f"not read here (1.0 and 2.0 are); save the {what} with "
                                 "np.save")
             data_bytes = size - handle.tell()
     except McrxError:
         raise
     except (ValueError, OSError, EOFError, SyntaxError, TypeError) as exc:
-        raise McrxError(f"{path}: not a readable .npy {what} ({exc})") from None
+        raise McrxError(f"{shown}: not a readable .npy {what} ({exc})") from None
     if dtype.hasobject:
-        raise McrxError(f"{path}: holds pickled Python objects (an object array); mcrx "
+        raise McrxError(f"{shown}: holds pickled Python objects (an object array); mcrx "
                         f"never unpickles files. Save a numeric {what} instead "
                         "(np.save(path, np.asarray(x, dtype=np.float32)))")
     if any(not isinstance(n, int) or n < 0 for n in shape):
-        raise McrxError(f"{path}: the .npy header declares the shape {shape}")
+        raise McrxError(f"{shown}: the .npy header declares the shape {shape}")
     count = 1
     for n in shape:
         count *= n  # Python integers: no overflow for a forged 2^40 × 2^40
     needed = count * dtype.itemsize
     if needed > data_bytes:
-        raise McrxError(f"{path}: the .npy header declares shape {tuple(shape)} of {dtype} "
+        raise McrxError(f"{shown}: the .npy header declares shape {tuple(shape)} of {dtype} "
                         f"({needed:,} bytes) but the file holds {data_bytes:,} bytes after "
                         "its header (truncated or forged)")
     if max_rows is not None and shape and shape[0] > max_rows:
-        raise McrxError(f"{path}: {shape[0]:,} rows, more than the {max_rows:,} a {what} "
+        raise McrxError(f"{shown}: {shape[0]:,} rows, more than the {max_rows:,} a {what} "
                         "may hold")
     return tuple(shape), dtype, bool(fortran)
 
@@ -78,18 +81,21 @@ def load_npy(path: Path, what: str = "array", mmap: bool = False,
     """A ``.npy`` file's array without unpickling anything; McrxError naming the file.
     The header is checked first (:func:`npy_header`): nothing is allocated for a shape the
     file cannot hold, nor for more than ``max_rows`` rows."""
+    from mcrx.search.files import display_path
+
     path = Path(path)
     npy_header(path, what, max_rows)
+    shown = display_path(path)
     try:
         return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
     except ValueError as exc:
         if any(word in str(exc) for word in ("allow_pickle", "pickled", "Python objects")):
-            raise McrxError(f"{path}: holds pickled Python objects (an object array); mcrx "
+            raise McrxError(f"{shown}: holds pickled Python objects (an object array); mcrx "
                             f"never unpickles files. Save a numeric {what} instead "
                             "(np.save(path, np.asarray(x, dtype=np.float32)))") from None
-        raise McrxError(f"{path}: not a readable .npy {what} ({exc})") from None
+        raise McrxError(f"{shown}: not a readable .npy {what} ({exc})") from None
     except (OSError, EOFError, MemoryError) as exc:
-        raise McrxError(f"{path}: not a readable .npy {what} ({exc})") from None
+        raise McrxError(f"{shown}: not a readable .npy {what} ({exc})") from None
 
 
 def read_text_lines(path: Path, what: str = "lines") -> list[str]:

@@ -380,3 +380,14 @@ def test_a_scribbled_index_file_is_rebuilt_from_the_database(small):
     with Collection(path) as collection:
         item = collection.item_by_path(files[3].resolve())
         assert collection.search(f"#{item.id}", n=1)[0].id == item.id
+
+
+def test_mcrx_embed_refuses_a_forged_npy_and_prints_its_name_escaped(tmp_path, search_model):
+    forged = tmp_path / "\x1b[31mforged.npy"
+    with open(forged, "wb") as handle:
+        np.lib.format.write_array_header_1_0(
+            handle, {"descr": "<f4", "fortran_order": False, "shape": (1 << 40,)})
+    result = CliRunner().invoke(app, ["embed", str(search_model), "pointcloud", str(forged),
+                                      "--no-progress"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert "declares shape" in result.output and "\x1b" not in result.output
