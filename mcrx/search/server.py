@@ -620,8 +620,8 @@ def bind(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
-            raise McrxError(f"port {port} on {host} is in use (another server?): choose "
-                            "another with --port") from None
+            raise McrxError(f"port {port} of {host} is in use: choose another with --port"
+                            ) from None
         if exc.errno in (errno.EACCES, errno.EPERM):
             raise McrxError(f"cannot listen on port {port} of {host} (permission denied): "
                             "choose a port above 1023 with --port") from None

@@ -436,3 +436,21 @@ def test_many_concurrent_requests_stay_correct(client, opened):
         thread.join()
     assert failures == []
     assert json.dumps(client.get("/api/collections").json())
+
+
+def test_mcrx_serve_on_a_busy_port_says_so_in_one_line(private, cache_dir):
+    import subprocess
+    import sys
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "mcrx", "serve", str(private["collection"]), "--port",
+             str(port)], capture_output=True, text=True, timeout=120,
+            env={**os.environ, "MCRX_CACHE_DIR": str(cache_dir), "HF_HUB_OFFLINE": "1"})
+    assert done.returncode != 0
+    errors = [line for line in (done.stdout + done.stderr).splitlines() if "in use" in line]
+    assert len(errors) == 1 and str(port) in errors[0] and "--port" in errors[0]
+    assert "Traceback" not in done.stderr
