@@ -42,17 +42,18 @@ def embed_items(collection: Collection, modality: str, paths: Sequence[Path]) ->
         raise McrxError(f"the model of {collection.path} gave vectors of shape "
                         f"{vectors.shape} for {len(paths)} {modality} items; expected "
                         f"{collection.dim}-d rows")
-    if not np.isfinite(vectors).all():
-        raise McrxError(f"the model of {collection.path} embeds to NaN or infinity "
-                        f"({modality}); its weights are broken")
+    if not np.isfinite(vectors).all():  # weights are checked at load: the input is at fault
+        shown = display_path(paths[0]) if len(paths) == 1 else f"{len(paths)} {modality} files"
+        raise McrxError(f"{shown}: embeds to NaN or infinity (the file holds NaN or "
+                        "infinite values, or the encoder cannot read it)")
     return np.ascontiguousarray(vectors)
 
 
 def embed_files(collection: Collection, modality: str, paths: list[Path]
                 ) -> tuple[list[np.ndarray | None], list[tuple[str, str]]]:
     """Vectors of ``paths`` (None where the encoder failed) and the failures. A batch that
-    fails is retried file by file, so one bad file costs only itself; a model that embeds
-    to NaN fails every file (its own McrxError, raised)."""
+    fails is retried file by file, so one bad file costs only itself (one that embeds to
+    NaN too: it is never stored)."""
     try:
         return list(embed_items(collection, modality, paths)), []
     except Exception:  # noqa: BLE001 - find the file(s) at fault below
@@ -63,8 +64,6 @@ def embed_files(collection: Collection, modality: str, paths: list[Path]
         try:
             vectors.append(embed_items(collection, modality, [path])[0])
         except McrxError as exc:
-            if "NaN" in str(exc):
-                raise
             vectors.append(None)
             failures.append((str(path), str(exc)))
         except Exception as exc:  # a decoder's own error (PIL, soundfile): name the file
@@ -137,8 +136,8 @@ def embed_text(collection: Collection, text: str) -> np.ndarray:
                         f"text ({', '.join(modalities)})")
     vector = collection.model.embed("text", [text]).numpy()[0]
     if not np.isfinite(vector).all():
-        raise McrxError(f"the model of {collection.path} embeds to NaN or infinity (text); "
-                        "its weights are broken")
+        raise McrxError(f"the model of {collection.path} embeds the text to NaN or "
+                        "infinity")
     return vector
 
 

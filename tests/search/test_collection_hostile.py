@@ -391,3 +391,30 @@ def test_mcrx_embed_refuses_a_forged_npy_and_prints_its_name_escaped(tmp_path, s
                                       "--no-progress"])
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
     assert "declares shape" in result.output and "\x1b" not in result.output
+
+
+def test_a_file_that_embeds_to_nan_is_failed_not_indexed(tmp_path, search_model, demo_files):
+    files = _files(demo_files, tmp_path / "files", count=3)
+    array = np.load(files[0])
+    np.save(files[0], np.full_like(array, np.nan))
+    with Collection(tmp_path / "nan.mcrx", model=search_model) as collection:
+        report = collection.index([tmp_path / "files"], modality="pointcloud")
+        assert report.added == 2 == len(collection)
+        assert [(path, "NaN" in why) for path, why in report.failed] == [(str(files[0]), True)]
+
+
+def test_mcrx_index_with_a_nan_model_is_one_error_naming_the_weights(
+        tmp_path, search_model, demo_files):
+    from safetensors.numpy import load_file, save_file
+
+    model = tmp_path / "model"
+    shutil.copytree(search_model, model)
+    weights_file = sorted((model / "connectors").glob("*.safetensors"))[0]
+    weights = {k: np.full_like(v, np.nan) if v.dtype.kind == "f" else v
+               for k, v in load_file(weights_file).items()}
+    save_file(weights, weights_file)
+    _files(demo_files, tmp_path / "files", count=1)
+    result = CliRunner().invoke(app, ["index", str(model), str(tmp_path / "c.mcrx"), "-m",
+                                      "pointcloud", "--no-progress", str(tmp_path / "files")])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert f"{weights_file.name}: the weight" in result.output.replace("\n", "")
