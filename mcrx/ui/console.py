@@ -162,8 +162,8 @@ class PlainProgress(Progress):
 def progress(disable: bool = False) -> Progress:
     """A progress display with rate (items/s or steps/s) and time left: rich's bars on a
     terminal, plain periodic lines otherwise (:class:`PlainProgress`)."""
-    if not disable and not console.is_terminal:
-        return PlainProgress(progress_every())
+    if not disable and not console.is_terminal and not console.is_jupyter:  # a notebook
+        return PlainProgress(progress_every())                           # draws rich's bars
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
