@@ -85,18 +85,34 @@ def collection_overhead(vectors: np.ndarray, queries: np.ndarray, work: Path) ->
 
     model = work / "model"
     model.mkdir()
-    # a manifest without leaves: enough to pin a collection (its fingerprint) and give its
-    # dimension; nothing is embedded here
-    (model / "manifest.json").write_text(json.dumps(
-        {"name": "bench", "dim": int(vectors.shape[1]), "leaves": [],
-         "embedders": {"image": "bench/space"}}))
+    # a valid manifest (one leaf, no weights read): enough to pin a collection (its
+    # fingerprint) and give its dimension; nothing is embedded here
+    from mcrx.methods.common import ConnectorSpec
+    from mcrx.store.artifact import build_manifest
+
+    dim = int(vectors.shape[1])
+    spaces = {"bench/base": {"plugin": "bench", "params": {}, "dim": dim,
+                             "modalities": ["image", "text"]},
+              "bench/leaf": {"plugin": "bench", "params": {}, "dim": dim,
+                             "modalities": ["audio", "text"]}}
+    spec = ConnectorSpec(dim, dim, "text", "audio", "image", ["audio", "text"],
+                         ["image", "text"])
+    leaves = [{"space": "bench/leaf", "parent": "bench/base", "bridge": "text",
+               "modality": "audio", "parent_modality": "image",
+               "connector": {"name": "mcrx/ex-mcr", "params": {}, "spec": spec.as_dict()}}]
+    (model / "manifest.json").write_text(json.dumps(build_manifest(
+        name="bench", method="ex-mcr", base="bench/base", target="parent", dim=dim,
+        spaces=spaces, leaves=leaves)))
+    (model / "connectors").mkdir()
+    (model / "connectors" / "bench--leaf.safetensors").write_bytes(b"fingerprinted only")
     collection = Collection(work / "bench.mcrx", model=model)
     stat = FileStat(0, 0)
-    with collection._transaction() as db:  # noqa: SLF001 - bulk insert for the benchmark
+    store = collection.store  # a bulk insert of rows: nothing here is a real file
+    with store.transaction() as db:
         for i, vector in enumerate(vectors):
-            collection._upsert(db, Path(f"/bench/{i:07d}.png"), "image", stat, f"{i:064x}",
-                               None, vector.tobytes())
-        collection._bump(db, {"image"})
+            store.upsert(db, Path(f"/bench/{i:07d}.png"), "image", stat, f"{i:064x}", None,
+                         vector.tobytes())
+        store.bump(db, {"image"})
     collection.refresh_indexes(write=True)
     collection.search_vector(queries[0], K)  # warm-up
     times = []

@@ -297,7 +297,5 @@ def serve(
     if host not in ("127.0.0.1", "localhost", "::1"):
         console.print(f"[yellow]warning[/]: serving on {host}: anyone who can reach this "
                       "address can search these collections and read their files")
-    console.print(f"serving {escape(', '.join(display_path(p) for p in collections))} on "
-                  f"[bold]http://{'[' + host + ']' if ':' in host else host}:{port}/[/] "
-                  "(Ctrl+C stops)", highlight=False)
+    # the server says "serving ... on http://..." once it has bound the port
     run_server(opened, host=host, port=port, max_upload_bytes=int(max_upload_mb * 1024 * 1024))
