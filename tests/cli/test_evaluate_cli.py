@@ -284,6 +284,10 @@ def test_items_across_files_wavcaps_layout_and_one_sided_ids(trained, tmp_path):
     assert metrics["vocabulary"]["strings"]["unmatched_examples"] == {"audio": ["Yzzz"]}
     assert metrics["vocabulary"]["integers"]["unmatched_examples"] == {"audio": [999]}
     assert "Yzzz" in output and "appear in no other modality" in output
+    report = (tmp_path / "ev" / "report.md").read_text()  # and in the report, with its count
+    assert "set 'strings': 1 ids of audio appear in no other modality ('Yzzz')" in report
+    row = next(line for line in report.splitlines() if line.startswith("| strings/audio->text"))
+    assert row.endswith("| 1 |")  # the no-match column
     assert metrics["conventions"]["ties"].startswith("equal similarity")
     # counted as misses (CLIP_benchmark): the lonely audio is one more query, a failure
     sets[1]["unmatched_queries"] = "miss"
