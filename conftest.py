@@ -18,3 +18,49 @@ try:  # torch may already be imported by a plugin's pytest entry point
         sys.modules["torch"].set_num_threads(1)
 except Exception:  # pragma: no cover - torch missing is reported by the tests themselves
     pass
+
+
+# -- a checkpoint that carries code, for the tests of every reader of pickles ----------------
+import os as _os  # noqa: E402
+from pathlib import Path as _Path  # noqa: E402
+
+import pytest as _pytest  # noqa: E402
+
+
+class _RunsShell:
+    """Unpickling this calls ``os.system``: what a hostile checkpoint carries."""
+
+    def __init__(self, marker: _Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (_os.system, (f"touch {self.marker}",))
+
+
+class _RunsEval:
+    """Unpickling this calls ``builtins.eval``, which opens (creates) the marker file."""
+
+    def __init__(self, marker: _Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import builtins
+
+        return (builtins.eval, (f"open({str(self.marker)!r}, 'w')",))
+
+
+HOSTILE = {"system": (_RunsShell, f"{_os.system.__module__}.system"),
+           "eval": (_RunsEval, "builtins.eval")}
+
+
+@_pytest.fixture
+def hostile_pickle():
+    """``hostile_pickle(kind, marker) -> (object, global)``: an object whose unpickling would
+    run code (``kind`` "system" or "eval"; the code creates ``marker``), and the global a
+    refusal must name."""
+
+    def make(kind: str, marker: _Path):
+        cls, name = HOSTILE[kind]
+        return cls(marker), name
+
+    return make

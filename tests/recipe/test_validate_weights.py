@@ -5,8 +5,6 @@ file that is no checkpoint fails validation at its recipe field, and nothing in 
 from __future__ import annotations
 
 import argparse
-import builtins
-import os
 from pathlib import Path
 
 import numpy as np
@@ -23,20 +21,6 @@ runner = CliRunner()
 FIELD = "leaves.0.params.checkpoint"
 
 
-class _System:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
-class _Eval:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (builtins.eval, (f"open({str(self.marker)!r}, 'w')",))
 
 
 def training_state(**extra) -> dict:
@@ -73,12 +57,12 @@ def test_a_training_state_with_numpy_and_namespace_passes(tmp_path):
     assert code == 0, output
 
 
-@pytest.mark.parametrize(("payload", "name"), [(_System, f"{os.system.__module__}.system"),
-                                               (_Eval, "builtins.eval")])
-def test_a_checkpoint_that_pickles_code_fails_at_its_field(tmp_path, payload, name):
+@pytest.mark.parametrize("kind", ["system", "eval"])
+def test_a_checkpoint_that_pickles_code_fails_at_its_field(tmp_path, hostile_pickle, kind):
     marker = tmp_path / "ran"
+    payload, name = hostile_pickle(kind, marker)
     path = tmp_path / "630k-fusion-best.pt"
-    torch.save(training_state(hook=payload(marker)), path)
+    torch.save(training_state(hook=payload), path)
     code, output = validate(tmp_path, checkpoint=str(path))
     assert code == 1
     assert f"{FIELD}: {path}: holds Python objects other than tensors ({name})" in output

@@ -4,10 +4,8 @@ allowlist, a trust escape hatch) and the structural check ``mcrx validate`` runs
 from __future__ import annotations
 
 import argparse
-import builtins
 import datetime
 import json
-import os
 import pickle
 from pathlib import Path
 
@@ -29,24 +27,6 @@ from mcrx.store.weights import (
     weights_file,
     weights_problems,
 )
-
-
-class _System:
-    """Unpickling this calls os.system: what a hostile checkpoint carries."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
-class _Eval:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (builtins.eval, (f"open({str(self.marker)!r}, 'w')",))
 
 
 def training_state() -> dict:
@@ -106,14 +86,15 @@ def test_a_file_saved_under_numpy_2_names_loads(tmp_path):
     assert load_weights(path)["lr"] == 0.25
 
 
-@pytest.mark.parametrize("payload", [_System, _Eval])
+@pytest.mark.parametrize("kind", ["system", "eval"])
 @pytest.mark.parametrize("zip_format", [True, False])
-def test_code_is_refused_naming_file_and_global_and_never_runs(tmp_path, payload, zip_format):
+def test_code_is_refused_naming_file_and_global_and_never_runs(tmp_path, hostile_pickle, kind,
+                                                               zip_format):
     marker = tmp_path / "ran"
+    payload, name = hostile_pickle(kind, marker)
     path = tmp_path / "hostile.pt"
-    torch.save({**training_state(), "hook": payload(marker)}, path,
+    torch.save({**training_state(), "hook": payload}, path,
                _use_new_zipfile_serialization=zip_format)
-    name = f"{os.system.__module__}.system" if payload is _System else "builtins.eval"
     for attempt in (lambda: load_weights(path, trust_hint=TRUST_HINT),
                     lambda: check_weights_file(path, trust_hint=TRUST_HINT)):
         with pytest.raises(McrxError) as caught:
@@ -220,12 +201,12 @@ class _Params(BaseModel):
     other: Path | None = None
 
 
-def test_marked_fields_are_found_and_checked(tmp_path):
+def test_marked_fields_are_found_and_checked(tmp_path, hostile_pickle):
     assert [(f.name, f.trust, f.folder) for f in weights_fields(_Params)] == [
         ("checkpoint", "trust_it", False), ("pretrained", None, True)]
     assert "x-mcrx-weights" in json.dumps(_Params.model_json_schema())
     hostile = tmp_path / "hostile.pt"
-    torch.save({"hook": _Eval(tmp_path / "ran")}, hostile)
+    torch.save({"hook": hostile_pickle("eval", tmp_path / "ran")[0]}, hostile)
     junk = tmp_path / "junk.bin"
     junk.write_bytes(b"junk")
     problems = dict(weights_problems(_Params(checkpoint=hostile, pretrained=str(junk),

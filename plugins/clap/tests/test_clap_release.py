@@ -5,10 +5,8 @@ objects."""
 
 from __future__ import annotations
 
-import builtins
 import datetime
 import importlib.util
-import os
 import pickle
 from pathlib import Path
 
@@ -75,35 +73,19 @@ def test_the_release_loads_without_trust_and_embeds(release, tokenizer_dir):
         torch.testing.assert_close(rows.norm(dim=-1), torch.ones(n))
 
 
-class _System:
-    """Unpickling this calls os.system: what a hostile checkpoint carries."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
 
 
-class _Eval:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (builtins.eval, (f"open({str(self.marker)!r}, 'w')",))
-
-
-@pytest.mark.parametrize(("payload", "global_name"), [(_System, "system"),
-                                                      (_Eval, "builtins.eval")])
+@pytest.mark.parametrize("kind", ["system", "eval"])
 def test_a_checkpoint_that_pickles_code_is_refused_naming_file_and_global(
-        tmp_path, payload, global_name):
+        tmp_path, hostile_pickle, kind):
     from mcrx_clap.space import read_checkpoint
 
     marker = tmp_path / "ran"
+    payload, global_name = hostile_pickle(kind, marker)
     path = tmp_path / "630k-fusion-best.pt"
     torch.save({"epoch": 1, "name": "x", "state_dict": {"module.w": torch.zeros(2)},
                 "optimizer": {"state": {}, "param_groups": [{"lr": np.float64(1e-4)}]},
-                "extra": payload(marker)}, path)
+                "extra": payload}, path)
     for attempt in (lambda: read_checkpoint(path),
                     lambda: build("clap/630k-fusion", checkpoint=str(path))):
         with pytest.raises(McrxError) as caught:

@@ -6,10 +6,8 @@ global, and its code never runs; ``trust_checkpoint: true`` opens a file with ot
 from __future__ import annotations
 
 import argparse
-import builtins
 import datetime
 import importlib.util
-import os
 import pickle
 from pathlib import Path
 
@@ -85,33 +83,17 @@ def test_the_release_loads_without_trust_and_embeds(release):
         torch.testing.assert_close(rows.norm(dim=-1), torch.ones(1))
 
 
-class _System:
-    """Unpickling this calls os.system: what a hostile checkpoint carries."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
 
 
-class _Eval:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (builtins.eval, (f"open({str(self.marker)!r}, 'w')",))
-
-
-@pytest.mark.parametrize(("payload", "global_name"), [(_System, "system"),
-                                                      (_Eval, "builtins.eval")])
+@pytest.mark.parametrize("kind", ["system", "eval"])
 def test_a_checkpoint_that_pickles_code_is_refused_naming_file_and_global(
-        tmp_path, payload, global_name):
+        tmp_path, hostile_pickle, kind):
     marker = tmp_path / "ran"
+    payload, global_name = hostile_pickle(kind, marker)
     path = tmp_path / "pointbert_ULIP-2.pt"
     torch.save({"state_dict": {}, "args": argparse.Namespace(model="ULIP_PointBERT"),
                 "optimizer": {"param_groups": [{"lr": np.float64(3e-3)}]},
-                "hook": payload(marker)}, path)
+                "hook": payload}, path)
     for attempt in (lambda: read_checkpoint(path),
                     lambda: small_space(checkpoint=str(path)).model):
         with pytest.raises(McrxError) as caught:
@@ -151,11 +133,11 @@ def checkpoint_errors(tmp_path: Path, **params) -> str | None:
         "leaves.0.params.checkpoint")
 
 
-def test_validate_opens_the_checkpoint(release, tmp_path):
+def test_validate_opens_the_checkpoint(release, tmp_path, hostile_pickle):
     path, _ = release
     assert checkpoint_errors(tmp_path, **SMALL, checkpoint=str(path)) is None
     hostile = tmp_path / "hostile.pt"
-    write(hostile, hook=_System(tmp_path / "ran"))
+    write(hostile, hook=hostile_pickle("system", tmp_path / "ran")[0])
     message = checkpoint_errors(tmp_path, **SMALL, checkpoint=str(hostile))
     assert message and str(hostile) in message and "system" in message
     assert "trust_checkpoint: true" in message and not (tmp_path / "ran").exists()
