@@ -87,11 +87,6 @@ class CaptionedAudio(BenchmarkDataset):
             self._clips = clips
         return self._clips
 
-    def _check(self, modality: str) -> None:
-        if modality not in self.modalities:
-            raise McrxError(f"{self.name} has no modality {modality!r}; it has "
-                            f"{self.modalities}")
-
     def items(self, modality: str) -> list[str]:
         """``audio``: clip file paths; ``text``: the captions, clip by clip."""
         self._check(modality)

@@ -165,8 +165,12 @@ class BenchmarkDataset(Dataset):
     name: str = ""
     LAYOUT: str = ""
 
-    def _item_ids_of(self, modality: str, ids: dict[str, np.ndarray]) -> np.ndarray:
-        if modality not in ids:
+    def _check(self, modality: str) -> None:
+        if modality not in self.modalities:
             raise McrxError(f"{self.name} has no modality {modality!r}; it has "
                             f"{self.modalities}")
-        return ids[modality]
+
+    def item_ids(self, modality: str) -> np.ndarray:
+        """Every item is its own (benchmarks of one modality); caption sets override it."""
+        self._check(modality)
+        return np.arange(len(self.items(modality)), dtype=np.int64)

@@ -81,11 +81,6 @@ class Esc50Dataset(BenchmarkDataset):
         self._loaded = paths, np.asarray(labels, dtype=np.int64), classes
         return self._loaded
 
-    def _check(self, modality: str) -> None:
-        if modality not in self.modalities:
-            raise McrxError(f"{self.name} has no modality {modality!r}; it has "
-                            f"{self.modalities}")
-
     def items(self, modality: str) -> list[str]:
         """The clips' paths, in the CSV's order."""
         self._check(modality)
@@ -99,11 +94,6 @@ class Esc50Dataset(BenchmarkDataset):
     def classes(self) -> list[str]:
         """The 50 category names in target order, underscores as spaces."""
         return self._load()[2]
-
-    def item_ids(self, modality: str) -> np.ndarray:
-        """Every clip is its own item."""
-        self._check(modality)
-        return np.arange(len(self._load()[0]), dtype=np.int64)
 
     def fingerprint(self) -> str:
         return stat_fingerprint(self.name, self.params, [self.csv, *self._load()[0]])

@@ -97,11 +97,6 @@ class KarpathyDataset(BenchmarkDataset):
             raise McrxError(f"{self.name}: {self.annotations} images[{number}] has no filename")
         return self.images / (entry.get("filepath") or "") / filename
 
-    def _check(self, modality: str) -> None:
-        if modality not in self.modalities:
-            raise McrxError(f"{self.name} has no modality {modality!r}; it has "
-                            f"{self.modalities}")
-
     def items(self, modality: str) -> list[str]:
         """``image``: file paths in the JSON's order; ``text``: captions image by image."""
         self._check(modality)

@@ -93,11 +93,6 @@ class ModelNet40Dataset(BenchmarkDataset):
                             f"but {self.names_file} names {len(classes)} classes")
         return clouds, labels
 
-    def _check(self, modality: str) -> None:
-        if modality not in self.modalities:
-            raise McrxError(f"{self.name} has no modality {modality!r}; it has "
-                            f"{self.modalities}")
-
     def items(self, modality: str) -> list[np.ndarray]:
         """Each shape's (N, 3) float32 xyz, in the file's order."""
         self._check(modality)
@@ -115,11 +110,6 @@ class ModelNet40Dataset(BenchmarkDataset):
         if not names:
             raise McrxError(f"{self.name}: {self.names_file} is empty")
         return names
-
-    def item_ids(self, modality: str) -> np.ndarray:
-        """Every shape is its own item."""
-        self._check(modality)
-        return np.arange(len(self._data()[0]), dtype=np.int64)
 
     def fingerprint(self) -> str:
         return stat_fingerprint(self.name, self.params, [self.file, self.names_file])

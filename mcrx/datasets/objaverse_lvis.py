@@ -158,11 +158,6 @@ class ObjaverseLvisDataset(BenchmarkDataset):
         self._loaded = paths, np.asarray(labels, dtype=np.int64), names
         return self._loaded
 
-    def _check(self, modality: str) -> None:
-        if modality not in self.modalities:
-            raise McrxError(f"{self.name} has no modality {modality!r}; it has "
-                            f"{self.modalities}")
-
     def items(self, modality: str) -> LazyClouds:
         """Each shape's (N, 6) xyz+rgb, read on access, in lvis.json's order."""
         self._check(modality)
@@ -176,11 +171,6 @@ class ObjaverseLvisDataset(BenchmarkDataset):
     def classes(self) -> list[str]:
         """The split's LVIS categories, sorted (OpenShape's order)."""
         return self._load()[2]
-
-    def item_ids(self, modality: str) -> np.ndarray:
-        """Every shape is its own item."""
-        self._check(modality)
-        return np.arange(len(self._load()[0]), dtype=np.int64)
 
     def fingerprint(self) -> str:
         return stat_fingerprint(self.name, self.params, [self.split_file, *self._load()[0]])
