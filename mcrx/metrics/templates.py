@@ -146,3 +146,23 @@ def zeroshot_problems(evaluation: Any, loc: str, check_files: bool = True
     elif isinstance(classes, list) and len(set(classes)) != len(classes):
         problems.append((f"{loc}.classes", "class names must be distinct"))
     return problems
+
+
+def read_class_names(classes: list[str] | str | None, where: str) -> list[str] | None:
+    """An evaluation set's ``classes:`` as a list: given, a preset (:data:`CLASS_PRESETS`),
+    or a UTF-8 .txt file with one name per line; None when the set names none."""
+    from pathlib import Path
+
+    if classes is None or isinstance(classes, list):
+        return classes
+    if classes in CLASS_PRESETS:
+        return list(CLASS_PRESETS[classes])
+    path = Path(classes)
+    if not path.is_file():
+        raise McrxError(f"{where}.classes: {classes!r} is neither a class preset "
+                        f"({', '.join(CLASS_PRESETS)}) nor a file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise McrxError(f"{where}.classes: cannot read {path} ({exc})") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]

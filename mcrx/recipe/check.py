@@ -378,20 +378,11 @@ def check_evaluation_set(evaluation: EvaluationSet, loc: str, registry: Registry
 def _set_class_names(evaluation: EvaluationSet) -> list[str] | None:
     """``classes:`` as a list when it can be read without a dataset (a list, a preset, a
     .txt file that exists), else None."""
-    from mcrx.metrics.templates import CLASS_PRESETS
+    from mcrx.metrics.templates import read_class_names
 
-    classes = evaluation.classes
-    if classes is None or isinstance(classes, list):
-        return classes
-    if classes in CLASS_PRESETS:
-        return list(CLASS_PRESETS[classes])
-    path = Path(classes)
-    if not path.is_file():
-        return None
     try:
-        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines()
-                if line.strip()]
-    except (OSError, UnicodeDecodeError):
+        return read_class_names(evaluation.classes, "")
+    except McrxError:
         return None
 
 

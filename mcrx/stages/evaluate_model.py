@@ -45,7 +45,7 @@ from mcrx.errors import McrxError
 from mcrx.infer.unified import UnifiedModel
 from mcrx.metrics.captions import cross_modal_items
 from mcrx.metrics.retrieval import cross_modal_retrieval
-from mcrx.metrics.templates import CLASS_PRESETS, prompts, resolve_templates
+from mcrx.metrics.templates import prompts, read_class_names, resolve_templates
 from mcrx.metrics.vocabulary import Vocabulary, class_vocabulary, item_vocabulary
 from mcrx.metrics.zeroshot import class_prototypes, zeroshot_metrics
 from mcrx.recipe.schema import EvaluationSet
@@ -108,16 +108,7 @@ class ModelSource:
 
 def class_names(evaluation: EvaluationSet, where: str) -> list[str] | None:
     """``classes:`` as a list: given, a preset, or a .txt file (one name per line)."""
-    classes = evaluation.classes
-    if classes is None or isinstance(classes, list):
-        return classes
-    if classes in CLASS_PRESETS:
-        return list(CLASS_PRESETS[classes])
-    path = Path(classes)
-    if not path.is_file():
-        raise McrxError(f"{where}.classes: {classes!r} is neither a class preset "
-                        f"({', '.join(CLASS_PRESETS)}) nor a file")
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return read_class_names(evaluation.classes, where)
 
 
 def _dataset(run, source):
