@@ -27,6 +27,7 @@ from mcrx.methods.cmcr import CMcrConnector
 from mcrx.methods.common import ConnectorSpec
 from mcrx.methods.exmcr import ExMcrConnector
 from mcrx.methods.params import CMcrParams, ExMcrParams
+from mcrx.plugin.manager import get_registry
 from mcrx.store.artifact import build_manifest, check_model_destination
 from mcrx.store.weights import load_weights
 
@@ -245,6 +246,7 @@ def import_official(
     manifest = build_manifest(
         name=f"official-{method}", method=method, base=spaces.clip, target=target, dim=DIM,
         spaces=space_entries, leaves=leaves, recipe={"imported_from": sources},
+        registry=get_registry(),  # the plugins' versions, named if one is missing later
     )
     model = UnifiedModel(manifest, connectors)
     model.save(out, force=force)
