@@ -559,45 +559,25 @@ OPENAI_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
 def _write_transformers_folder(folder: Path, weights: str = "model.safetensors") -> Path:
-    """A transformers CLIP folder shaped like openai/clip-vit-base-patch32 (its config
-    style: legacy eos_token_id 2, int `size` / `crop_size` in preprocessor_config.json,
-    vocab.json + merges.txt), with the tiny architecture and random weights. The BPE
-    files are open_clip's own vocabulary, with OpenAI's names for the two special tokens."""
-    from open_clip.tokenizer import SimpleTokenizer
-    from transformers import CLIPConfig, CLIPModel
+    """A transformers CLIP folder shaped like openai/clip-vit-base-patch32
+    (``release_format.write_transformers_folder``) with the tiny architecture."""
+    return _release_format().write_transformers_folder(
+        folder, weights=weights, image_size=32, projection_dim=DIM,
+        text={"hidden_size": 32, "intermediate_size": 128, "num_hidden_layers": 2,
+              "num_attention_heads": 2, "max_position_embeddings": 16},
+        vision={"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2,
+                "num_attention_heads": 2, "patch_size": 8})
 
-    folder.mkdir(parents=True, exist_ok=True)
-    config = CLIPConfig(
-        text_config={"vocab_size": 49408, "hidden_size": 32, "intermediate_size": 128,
-                     "num_hidden_layers": 2, "num_attention_heads": 2,
-                     "max_position_embeddings": 16, "bos_token_id": 0, "eos_token_id": 2,
-                     "pad_token_id": 1},
-        vision_config={"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2,
-                       "num_attention_heads": 2, "image_size": 32, "patch_size": 8},
-        projection_dim=DIM,
-    )
-    torch.manual_seed(2)
-    model = CLIPModel(config).eval()
-    model.save_pretrained(folder)
-    if weights == "pytorch_model.bin":
-        (folder / "model.safetensors").unlink()
-        torch.save(model.state_dict(), folder / "pytorch_model.bin")
-    bpe = SimpleTokenizer()
-    names = {"<start_of_text>": "<|startoftext|>", "<end_of_text>": "<|endoftext|>"}
-    vocab = {names.get(token, token): index for token, index in bpe.encoder.items()}
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    merges = sorted(bpe.bpe_ranks, key=bpe.bpe_ranks.get)
-    (folder / "merges.txt").write_text(
-        "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
-    (folder / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "CLIPTokenizer", "model_max_length": 77, "do_lower_case": True,
-        "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
-        "unk_token": "<|endoftext|>", "pad_token": "<|endoftext|>"}))
-    (folder / "preprocessor_config.json").write_text(json.dumps({
-        "crop_size": 32, "do_center_crop": True, "do_normalize": True, "do_resize": True,
-        "feature_extractor_type": "CLIPFeatureExtractor", "image_mean": OPENAI_MEAN,
-        "image_std": OPENAI_STD, "resample": 3, "size": 32}))
-    return folder
+
+def _release_format():
+    # loaded by path: the other plugins' tests have modules of the same name
+    import importlib.util
+
+    path = Path(__file__).with_name("release_format.py")
+    spec = importlib.util.spec_from_file_location("clip_release_format", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
