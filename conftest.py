@@ -64,3 +64,30 @@ def hostile_pickle():
         return cls(marker), name
 
     return make
+
+
+@_pytest.fixture
+def exmcr_release():
+    """``exmcr_release(path, seed) -> path``: a head file in the layout of Ex-MCR's released
+    ``ex_clap.pt`` / ``ex_ulip.pt`` (``Head1``, ``Head2.mlp{1,2}.net{1,2}`` with BatchNorm
+    statistics), random weights, for ``import_official``."""
+    import torch
+
+    def write(path: _Path, seed: int) -> _Path:
+        g = torch.Generator().manual_seed(seed)
+        state = {"Head1.weight": torch.eye(512), "Head1.bias": torch.zeros(512)}
+        for mlp in ("mlp1", "mlp2"):
+            for net, (fan_in, fan_out) in (("net1", (512, 1024)), ("net2", (1024, 512))):
+                key = f"Head2.{mlp}.{net}"
+                state[f"{key}.0.weight"] = (torch.randn(fan_out, fan_in, generator=g)
+                                            * fan_in ** -0.5)
+                state[f"{key}.0.bias"] = torch.zeros(fan_out)
+                state.update({f"{key}.1.weight": torch.ones(fan_out),
+                              f"{key}.1.bias": torch.zeros(fan_out),
+                              f"{key}.1.running_mean": torch.zeros(fan_out),
+                              f"{key}.1.running_var": torch.ones(fan_out),
+                              f"{key}.1.num_batches_tracked": torch.tensor(0)})
+        torch.save(state, path)
+        return path
+
+    return write

@@ -43,24 +43,6 @@ def trained(tmp_path_factory, cache_dir, make_small_recipe):
     return path, out / "run", metrics
 
 
-def exmcr_release(path: Path, seed: int) -> Path:
-    """A head file in the Ex-MCR release layout (Head1, Head2.mlp{1,2}.net{1,2}), random."""
-    g = torch.Generator().manual_seed(seed)
-    state = {"Head1.weight": torch.eye(512), "Head1.bias": torch.zeros(512)}
-    for mlp in ("mlp1", "mlp2"):
-        for net, (fan_in, fan_out) in (("net1", (512, 1024)), ("net2", (1024, 512))):
-            key = f"Head2.{mlp}.{net}"
-            state[f"{key}.0.weight"] = torch.randn(fan_out, fan_in, generator=g) * fan_in ** -0.5
-            state[f"{key}.0.bias"] = torch.zeros(fan_out)
-            state.update({f"{key}.1.weight": torch.ones(fan_out),
-                          f"{key}.1.bias": torch.zeros(fan_out),
-                          f"{key}.1.running_mean": torch.zeros(fan_out),
-                          f"{key}.1.running_var": torch.ones(fan_out),
-                          f"{key}.1.num_batches_tracked": torch.tensor(0)})
-    torch.save(state, path)
-    return path
-
-
 def test_extend_reports_zeroshot_and_pictures(trained):
     _, run, metrics = trained
     assert set(metrics["zeroshot"]) == {"zeroshot/audio", "zeroshot/pointcloud"}
@@ -129,7 +111,8 @@ def test_multi_caption_set_with_item_ids(trained, tmp_path):
         assert a2t[k] == pytest.approx(reference[k])
 
 
-def test_trained_and_official_side_by_side_in_a_real_process(trained, tmp_path):
+def test_trained_and_official_side_by_side_in_a_real_process(trained, tmp_path,
+                                                                exmcr_release):
     _, run, _ = trained
     official = import_official(tmp_path / "official",
                                ex_clap=exmcr_release(tmp_path / "ex_clap.pt", 1))
@@ -420,7 +403,7 @@ def test_class_labels_with_a_class_on_one_side_only(trained, tmp_path):
 
 
 # -- checked before encoding; models of different coverage; degenerate rows; names --------
-def _official(tmp_path: Path):
+def _official(tmp_path: Path, exmcr_release):
     return import_official(tmp_path / "official", ex_clap=exmcr_release(tmp_path / "h.pt", 1))
 
 
@@ -462,11 +445,11 @@ def test_mistakes_are_refused_before_any_encoding(trained, tmp_path):
     assert validated.exit_code == 1 and "image 6, text 1" in " ".join(validated.output.split())
 
 
-def test_models_of_different_modalities_side_by_side(trained, tmp_path):
+def test_models_of_different_modalities_side_by_side(trained, tmp_path, exmcr_release):
     """The official heads embed no point clouds: scored on audio–image, '—' elsewhere,
     the reason in metrics.json; a set no model given can score is refused up front."""
     _, run, _ = trained
-    official = _official(tmp_path)
+    official = _official(tmp_path, exmcr_release)
     model = mcrx.load(run / "model")
     g = torch.Generator().manual_seed(0)
     data = {}

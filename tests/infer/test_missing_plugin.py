@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import json
 import wave
-from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 from typer.testing import CliRunner
 
@@ -21,26 +19,8 @@ from mcrx.errors import McrxError
 from mcrx.infer.official import import_official
 
 
-def exmcr_release(path: Path, seed: int) -> Path:
-    """A head file in the Ex-MCR release layout (Head1, Head2.mlp{1,2}.net{1,2}), random."""
-    g = torch.Generator().manual_seed(seed)
-    state = {"Head1.weight": torch.eye(512), "Head1.bias": torch.zeros(512)}
-    for mlp in ("mlp1", "mlp2"):
-        for net, (fan_in, fan_out) in (("net1", (512, 1024)), ("net2", (1024, 512))):
-            key = f"Head2.{mlp}.{net}"
-            state[f"{key}.0.weight"] = torch.randn(fan_out, fan_in, generator=g) * fan_in ** -0.5
-            state[f"{key}.0.bias"] = torch.zeros(fan_out)
-            state.update({f"{key}.1.weight": torch.ones(fan_out),
-                          f"{key}.1.bias": torch.zeros(fan_out),
-                          f"{key}.1.running_mean": torch.zeros(fan_out),
-                          f"{key}.1.running_var": torch.ones(fan_out),
-                          f"{key}.1.num_batches_tracked": torch.tensor(0)})
-    torch.save(state, path)
-    return path
-
-
 @pytest.fixture
-def model_without_clap(tmp_path, monkeypatch):
+def model_without_clap(tmp_path, monkeypatch, exmcr_release):
     """An Ex-MCR model (clip base, clap leaf) made while the clap plugin is installed, its
     manifest recording clap 0.1.0; then a registry in which clap's entry point is absent."""
     out = tmp_path / "official"
