@@ -391,15 +391,7 @@ def read_state_dict(weights: Weights) -> dict[str, torch.Tensor]:
         except Exception as exc:
             raise McrxError(f"{path}: cannot read the TorchScript archive "
                             f"({type(exc).__name__}: {exc})") from None
-    elif path.suffix.lower() == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            content = load_file(str(path))
-        except Exception as exc:
-            raise McrxError(f"{path}: cannot read the weights ({type(exc).__name__}: "
-                            f"{exc})") from None
-    else:
+    else:  # torch pickles and .safetensors alike: mcrx's one reader of weight files
         content = load_weights(path, mmap=zipfile.is_zipfile(path))
     if isinstance(content, dict) and isinstance(content.get("state_dict"), dict):
         content = content["state_dict"]

@@ -164,18 +164,9 @@ def load_model(folder: Path, config: Any, quick_gelu: bool) -> torch.nn.Module:
         config.text_config.hidden_act = config.vision_config.hidden_act = (
             "quick_gelu" if quick_gelu else "gelu")
     path = weights_file(folder)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            state = load_file(str(path))
-        except Exception as exc:
-            raise McrxError(f"{path}: cannot read the weights ({type(exc).__name__}: "
-                            f"{exc})") from None
-    else:
-        state = load_weights(path)
-        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-            state = state["state_dict"]
+    state = load_weights(path)  # safetensors or a torch pickle: mcrx's one reader
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
     if not isinstance(state, dict):
         raise McrxError(f"{path}: expected a state dict, found {type(state).__name__}")
     model = transformers.CLIPModel(config)
