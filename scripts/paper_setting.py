@@ -54,9 +54,9 @@ def _module(path: Path, name: str):
 def write_weights(weights: Path) -> dict[str, float]:
     """The released files, full size (each written once: kept across runs); seconds per
     file written."""
-    clip = _module(ROOT / "plugins/clip/tests/release_format.py", "clip_release_format")
-    clap = _module(ROOT / "plugins/clap/tests/release_format.py", "clap_release_format")
-    ulip = _module(ROOT / "plugins/ulip/tests/release_format.py", "ulip_release_format")
+    clip = _module(ROOT / "plugins/clip/tests/clip_release_format.py", "clip_release_format")
+    clap = _module(ROOT / "plugins/clap/tests/clap_release_format.py", "clap_release_format")
+    ulip = _module(ROOT / "plugins/ulip/tests/ulip_release_format.py", "ulip_release_format")
     weights.mkdir(parents=True, exist_ok=True)
     writers = {
         "ViT-B-32.pt": write_openai_torchscript,

@@ -1,4 +1,4 @@
-"""LAION-CLAP checkpoints as released (whole training states, see release_format.py) load
+"""LAION-CLAP checkpoints as released (whole training states, see clap_release_format.py) load
 with no trust flag and embed; a checkpoint that pickles code is refused, naming the file and
 the global, and its code never runs; ``trust_checkpoint: true`` opens a file with other
 objects."""
@@ -6,10 +6,10 @@ objects."""
 from __future__ import annotations
 
 import datetime
-import importlib.util
 import pickle
 from pathlib import Path
 
+import clap_release_format
 import numpy as np
 import pytest
 import torch
@@ -17,11 +17,6 @@ import torch
 from mcrx import McrxError
 from mcrx.plugin.manager import get_registry
 from mcrx.store.weights import load_weights, pickled_globals
-
-_spec = importlib.util.spec_from_file_location(
-    "clap_release_format", Path(__file__).with_name("release_format.py"))
-release_format = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(release_format)
 
 SR = 48000
 
@@ -33,7 +28,7 @@ def build(name: str, **params):
 @pytest.fixture(scope="module")
 def release(tmp_path_factory) -> tuple[Path, torch.nn.Module]:
     path = tmp_path_factory.mktemp("clap-release") / "630k-fusion-best.pt"
-    model = release_format.write_release_checkpoint(path, amodel="HTSAT-tiny", fusion=True)
+    model = clap_release_format.write_release_checkpoint(path, amodel="HTSAT-tiny", fusion=True)
     return path, model
 
 
@@ -50,7 +45,7 @@ def test_the_file_is_laid_out_as_the_release(release):
     assert "module.text_branch.embeddings.position_ids" in content["state_dict"]
     groups = content["optimizer"]["param_groups"]
     assert len(groups) == 2 and all(type(g["lr"]) is np.float64 for g in groups)
-    assert [g["weight_decay"] for g in groups] == [0.0, release_format.WEIGHT_DECAY]
+    assert [g["weight_decay"] for g in groups] == [0.0, clap_release_format.WEIGHT_DECAY]
     state = content["optimizer"]["state"]
     assert state and all({"step", "exp_avg", "exp_avg_sq"} <= set(s) for s in state.values())
 

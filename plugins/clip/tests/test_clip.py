@@ -14,6 +14,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import clip_release_format
 import numpy as np
 import pytest
 import torch
@@ -560,24 +561,13 @@ OPENAI_STD = [0.26862954, 0.26130258, 0.27577711]
 
 def _write_transformers_folder(folder: Path, weights: str = "model.safetensors") -> Path:
     """A transformers CLIP folder shaped like openai/clip-vit-base-patch32
-    (``release_format.write_transformers_folder``) with the tiny architecture."""
-    return _release_format().write_transformers_folder(
+    (``clip_release_format.write_transformers_folder``) with the tiny architecture."""
+    return clip_release_format.write_transformers_folder(
         folder, weights=weights, image_size=32, projection_dim=DIM,
         text={"hidden_size": 32, "intermediate_size": 128, "num_hidden_layers": 2,
               "num_attention_heads": 2, "max_position_embeddings": 16},
         vision={"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2,
                 "num_attention_heads": 2, "patch_size": 8})
-
-
-def _release_format():
-    # loaded by path: the other plugins' tests have modules of the same name
-    import importlib.util
-
-    path = Path(__file__).with_name("release_format.py")
-    spec = importlib.util.spec_from_file_location("clip_release_format", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""ULIP-2 checkpoints as released (a whole training state, see release_format.py) load with
+"""ULIP-2 checkpoints as released (a whole training state, see ulip_release_format.py) load with
 no trust flag and embed; a checkpoint that pickles code is refused, naming the file and the
 global, and its code never runs; ``trust_checkpoint: true`` opens a file with other objects;
 ``mcrx validate`` opens the checkpoint a recipe names."""
@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
 import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import ulip_release_format
 from PIL import Image
 
 from mcrx import McrxError
@@ -27,11 +27,6 @@ from mcrx_ulip.model import read_checkpoint
 from mcrx_ulip.params import PointBertParams
 from mcrx_ulip.space import UlipSpace
 
-_spec = importlib.util.spec_from_file_location(
-    "ulip_release_format", Path(__file__).with_name("release_format.py"))
-release_format = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(release_format)
-
 SMALL = dict(depth=2, width=48, heads=6, groups=32, group_size=8, npoints=256,
              image_depth=1, text_depth=1, batch_size=2, device="cpu")
 
@@ -42,7 +37,7 @@ def small_space(**params) -> UlipSpace:
 
 def write(path: Path, **extra) -> torch.nn.Module:
     config = small_space(random_weights=True).config  # the architecture the params give
-    return release_format.write_release_checkpoint(path, config, **extra)
+    return ulip_release_format.write_release_checkpoint(path, config, **extra)
 
 
 @pytest.fixture(scope="module")
